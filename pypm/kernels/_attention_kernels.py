@@ -1,0 +1,470 @@
+"""Flash attention in Triton: forward, and the three backward kernels (delta, dk/dv, dq).
+
+Never materialises the S×S scores: each program streams key/value (or query) tiles through an
+online softmax, so the extra memory is the row statistics only (LSE and delta, O(B·H·S)).
+
+Conventions shared by every kernel here:
+
+* Scores are kept in log2 units (``s = q·kᵀ · scale · log2(e)``) so that ``exp2``, the native
+  instruction, replaces ``exp``. The stored LSE is in natural-log units.
+* Causal masking is aligned bottom-right: query ``i`` sees key ``j`` iff ``j <= i + Sk - Sq``
+  (``CAUSAL_SHIFT``), which is the usual top-left rule when ``Sq == Sk`` and the decoding rule
+  otherwise. A query row that sees no key gets output 0, LSE -inf and no gradient.
+* Loops are split into *interior* tiles (every element in bounds and allowed: no masking at
+  all) and *edge* tiles (ragged ends and the causal diagonal); the same inner function serves
+  both, specialised by the ``EDGE`` constexpr.
+* ``MASK_KIND``: 0 no mask, 1 boolean mask (non-zero = attend, read as uint8), 2 additive mask.
+  The mask is addressed through four strides, 0 on broadcast dimensions.
+"""
+
+from __future__ import annotations
+
+import os
+
+import triton
+import triton.language as tl
+
+from ._common import interpreting
+
+LOG2E: tl.constexpr = tl.constexpr(1.4426950408889634)  # log2(e): exp(x) == exp2(x * LOG2E)
+# Running max before any key is seen. Finite, so that a tile in which a row is fully masked
+# gives p = exp2(-inf - (-1e30)) = 0 instead of exp2(-inf + inf) = NaN; far below any real score.
+EMPTY_ROW_MAX: tl.constexpr = tl.constexpr(-1.0e30)
+# Triton's CPU interpreter (3.9) miscomputes bf16 tl.dot; under it, dots take fp32 copies of
+# their (already rounded) operands. Compiled kernels are unaffected.
+UPCAST_DOTS: tl.constexpr = tl.constexpr(interpreting())
+
+
+# --------------------------------------------------------------------------------------------
+# Shared helpers
+# --------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _ptrs(base, b, stride_b, h, stride_h, rows, stride_r, cols, stride_c):
+    """Addresses of a tile of head (b, h); ``rows``/``cols`` are index vectors already shaped
+    ``[:, None]`` and ``[None, :]`` (or the transpose)."""
+    return base + b * stride_b + h * stride_h + rows * stride_r + cols * stride_c
+
+
+@triton.jit
+def _load(ptrs, in_bounds, d_ok, CHECK: tl.constexpr, PAD_D: tl.constexpr):
+    """Load a tile, predicating on sequence bounds only on edge tiles (``CHECK``) and on the
+    head dimension only when it was padded up to a power of two (``PAD_D``)."""
+    if CHECK and PAD_D:
+        x = tl.load(ptrs, mask=in_bounds & d_ok, other=0.0)
+    elif CHECK:
+        x = tl.load(ptrs, mask=in_bounds, other=0.0)
+    elif PAD_D:
+        x = tl.load(ptrs, mask=d_ok, other=0.0)
+    else:
+        x = tl.load(ptrs)
+    return x
+
+
+@triton.jit
+def _dot(a, b, acc):
+    """``acc + a @ b`` with fp32 accumulation (tf32 for fp32 operands)."""
+    if UPCAST_DOTS:
+        a = a.to(tl.float32)
+        b = b.to(tl.float32)
+    return tl.dot(a, b, acc)
+
+
+@triton.jit
+def _mm(a, b):
+    """``a @ b`` in fp32 (a fresh score tile)."""
+    return _dot(a, b, tl.zeros((a.shape[0], b.shape[1]), dtype=tl.float32))
+
+
+@triton.jit
+def _mask_scores(s, qi, kj, mask_ptrs, Sq, Sk, CAUSAL_SHIFT,
+                 EDGE: tl.constexpr, IS_CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr):
+    """Apply the user mask (every tile) and the bounds/causal masks (edge tiles) to log2 scores.
+
+    ``qi``/``kj`` are the query/key indices broadcast to the tile's shape, so the same helper
+    serves ``q·kᵀ`` tiles (forward, dq) and ``k·qᵀ`` tiles (dk/dv).
+    """
+    if MASK_KIND == 1:
+        keep = tl.load(mask_ptrs, mask=(qi < Sq) & (kj < Sk), other=0)
+        s = tl.where(keep != 0, s, float("-inf"))
+    elif MASK_KIND == 2:
+        bias = tl.load(mask_ptrs, mask=(qi < Sq) & (kj < Sk), other=0.0).to(tl.float32)
+        s = s + bias * LOG2E
+    if EDGE:
+        ok = kj < Sk
+        if IS_CAUSAL:
+            ok = ok & (kj <= qi + CAUSAL_SHIFT)
+        s = tl.where(ok, s, float("-inf"))
+    return s
+
+
+@triton.jit
+def _block_start(BLOCK_M: tl.constexpr, IS_CAUSAL: tl.constexpr):
+    """First query row of this program. Causal blocks further down see more keys, so they are
+    launched first, and the short ones fill the tail of the grid."""
+    pid = tl.program_id(0)
+    if IS_CAUSAL:
+        pid = tl.num_programs(0) - 1 - pid
+    return pid * BLOCK_M
+
+
+@triton.jit
+def _key_regions(start_m, Sk, CAUSAL_SHIFT, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                 IS_CAUSAL: tl.constexpr):
+    """For the query block at ``start_m``: ``[0, n_full)`` are interior key tiles (all keys in
+    bounds and visible to every row), ``[n_full, n_end)`` the edge tiles."""
+    if IS_CAUSAL:
+        n_end = tl.minimum(Sk, start_m + BLOCK_M + CAUSAL_SHIFT)
+        n_full = tl.minimum(Sk, start_m + CAUSAL_SHIFT + 1)
+    else:
+        n_end = Sk
+        n_full = Sk
+    n_full = tl.maximum(n_full, 0) // BLOCK_N * BLOCK_N
+    return n_full, n_end
+
+
+# --------------------------------------------------------------------------------------------
+# Forward
+# --------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _fwd_tiles(acc, m_i, l_i, q, k_ptrs, v_ptrs, mask_ptrs, offs_m, offs_n0, d_ok, lo, hi,
+               stride_kn, stride_vn, stride_mn, Sq, Sk, CAUSAL_SHIFT, qk_scale,
+               BLOCK_N: tl.constexpr, EDGE: tl.constexpr, IS_CAUSAL: tl.constexpr,
+               MASK_KIND: tl.constexpr, PAD_D: tl.constexpr):
+    """Online-softmax accumulation of key/value tiles ``[lo, hi)`` into ``acc``."""
+    for start_n in range(lo, hi, BLOCK_N):
+        offs_n = start_n + offs_n0
+        kT = _load(k_ptrs + start_n * stride_kn, offs_n[None, :] < Sk, d_ok[:, None], EDGE, PAD_D)
+        s = _mm(q, kT) * qk_scale
+        s = _mask_scores(s, offs_m[:, None], offs_n[None, :], mask_ptrs + start_n * stride_mn,
+                         Sq, Sk, CAUSAL_SHIFT, EDGE, IS_CAUSAL, MASK_KIND)
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        p = tl.exp2(s - m_new[:, None])
+        alpha = tl.exp2(m_i - m_new)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        v = _load(v_ptrs + start_n * stride_vn, offs_n[:, None] < Sk, d_ok[None, :], EDGE, PAD_D)
+        acc = _dot(p.to(v.dtype), v, acc * alpha[:, None])
+        m_i = m_new
+    return acc, m_i, l_i
+
+
+def _configs(tuned):
+    """Autotuning candidates ``(BLOCK_M, BLOCK_N, num_warps, num_stages)``. Under the interpreter
+    one tiny tile (so that small test shapes span several tiles and ragged edges); with
+    ``PYPM_AUTOTUNE=0`` the first candidate of each head-dim class (quick GPU checks)."""
+    if interpreting():
+        tuned = [(16, 16, 4, 1)]
+    elif os.environ.get("PYPM_AUTOTUNE", "1") == "0":
+        small = next(c for c in tuned if c[0] * c[1] >= 64 * 64)
+        big = next(c for c in tuned if c[0] <= 64 and c[1] <= 64)
+        tuned = [small, big]
+    return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
+            for bm, bn, w, s in tuned]
+
+
+FWD_CONFIGS = _configs([(128, 64, 4, 3), (128, 128, 8, 3), (128, 64, 8, 3), (64, 64, 4, 3),
+                        (64, 32, 4, 2), (64, 64, 8, 2)])
+DKDV_CONFIGS = _configs([(64, 128, 8, 3), (32, 128, 4, 3), (64, 128, 8, 2), (32, 64, 4, 2), (16, 64, 4, 2)])
+DQ_CONFIGS = _configs([(128, 64, 8, 3), (128, 32, 4, 3), (64, 64, 4, 3), (64, 32, 4, 2), (32, 64, 4, 2)])
+
+
+def _prune_by_head_dim(configs, named_args, **kwargs):
+    """Head dims above 128 take tiles of at most 64×64 (shared memory and registers); smaller
+    head dims take tiles of at least 64×64 elements (enough work per program)."""
+    if len(configs) == 1:
+        return configs
+    big = named_args["BLOCK_D"] > 128
+    keep = [c for c in configs
+            if ((c.kwargs["BLOCK_M"] <= 64 and c.kwargs["BLOCK_N"] <= 64) if big
+                else c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] >= 64 * 64)]
+    return keep or configs
+
+
+@triton.autotune(configs=FWD_CONFIGS, key=["HEAD_DIM", "IS_CAUSAL", "MASK_KIND", "seq_bucket"],
+                 prune_configs_by={"early_config_prune": _prune_by_head_dim})
+@triton.jit
+def attn_fwd_kernel(
+    Q, K, V, M, Out, LSE,
+    stride_qb, stride_qh, stride_qm, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    stride_mb, stride_mh, stride_mm, stride_mn,
+    stride_ob, stride_oh, stride_om, stride_od,
+    H, Sq, Sk, CAUSAL_SHIFT, qk_scale, seq_bucket,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, GROUP: tl.constexpr,
+    IS_CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """One program: BLOCK_M query rows of one (batch, query head); writes O and LSE rows."""
+    tl.static_assert(BLOCK_D >= HEAD_DIM)
+    tl.static_assert(BLOCK_D >= 16)  # tl.dot needs every dimension >= 16
+    tl.static_assert(BLOCK_M % 16 == 0 and BLOCK_N % 16 == 0)
+    PAD_D: tl.constexpr = BLOCK_D != HEAD_DIM
+    start_m = _block_start(BLOCK_M, IS_CAUSAL)
+    bh = tl.program_id(1)
+    b = (bh // H).to(tl.int64)
+    h = (bh % H).to(tl.int64)
+    hk = h // GROUP
+
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    offs_n0 = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    d_ok = offs_d < HEAD_DIM
+    dcol, drow = offs_d[None, :], offs_d[:, None]
+
+    q_ptrs = _ptrs(Q, b, stride_qb, h, stride_qh, offs_m[:, None], stride_qm, dcol, stride_qd)
+    q = _load(q_ptrs, offs_m[:, None] < Sq, d_ok[None, :], True, PAD_D)
+    k_ptrs = _ptrs(K, b, stride_kb, hk, stride_kh, offs_n0[None, :], stride_kn, drow, stride_kd)
+    v_ptrs = _ptrs(V, b, stride_vb, hk, stride_vh, offs_n0[:, None], stride_vn, dcol, stride_vd)
+    mask_ptrs = _ptrs(M, b, stride_mb, h, stride_mh, offs_m[:, None], stride_mm, offs_n0[None, :], stride_mn)
+
+    acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    m_i = tl.zeros([BLOCK_M], dtype=tl.float32) + EMPTY_ROW_MAX
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    n_full, n_end = _key_regions(start_m, Sk, CAUSAL_SHIFT, BLOCK_M, BLOCK_N, IS_CAUSAL)
+    acc, m_i, l_i = _fwd_tiles(acc, m_i, l_i, q, k_ptrs, v_ptrs, mask_ptrs, offs_m, offs_n0, d_ok,
+                               0, n_full, stride_kn, stride_vn, stride_mn, Sq, Sk, CAUSAL_SHIFT,
+                               qk_scale, BLOCK_N, False, IS_CAUSAL, MASK_KIND, PAD_D)
+    acc, m_i, l_i = _fwd_tiles(acc, m_i, l_i, q, k_ptrs, v_ptrs, mask_ptrs, offs_m, offs_n0, d_ok,
+                               n_full, n_end, stride_kn, stride_vn, stride_mn, Sq, Sk, CAUSAL_SHIFT,
+                               qk_scale, BLOCK_N, True, IS_CAUSAL, MASK_KIND, PAD_D)
+
+    empty = l_i == 0.0
+    l_safe = tl.where(empty, 1.0, l_i)
+    out = acc / l_safe[:, None]
+    lse = tl.where(empty, float("-inf"), (m_i + tl.log2(l_safe)) / LOG2E)
+    row_ok = offs_m < Sq
+    o_ptrs = _ptrs(Out, b, stride_ob, h, stride_oh, offs_m[:, None], stride_om, dcol, stride_od)
+    tl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=row_ok[:, None] & d_ok[None, :])
+    tl.store(LSE + bh.to(tl.int64) * Sq + offs_m, lse, mask=row_ok)
+
+
+# --------------------------------------------------------------------------------------------
+# Backward: delta = rowsum(dO ∘ O)
+# --------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def attn_bwd_delta_kernel(
+    Out, DO, DELTA,
+    stride_ob, stride_oh, stride_om, stride_od,
+    stride_gb, stride_gh, stride_gm, stride_gd,
+    H, Sq,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr,
+):
+    """delta[b, h, i] = Σ_d dO[i, d] · O[i, d] in fp32 (the softmax-gradient row term)."""
+    tl.static_assert(BLOCK_D >= HEAD_DIM)
+    bh = tl.program_id(1)
+    b = (bh // H).to(tl.int64)
+    h = (bh % H).to(tl.int64)
+    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    dcol = offs_d[None, :]
+    ok = (offs_m[:, None] < Sq) & (offs_d[None, :] < HEAD_DIM)
+    o = tl.load(_ptrs(Out, b, stride_ob, h, stride_oh, offs_m[:, None], stride_om, dcol, stride_od),
+                mask=ok, other=0.0)
+    g = tl.load(_ptrs(DO, b, stride_gb, h, stride_gh, offs_m[:, None], stride_gm, dcol, stride_gd),
+                mask=ok, other=0.0)
+    delta = tl.sum(o.to(tl.float32) * g.to(tl.float32), 1)
+    tl.store(DELTA + bh.to(tl.int64) * Sq + offs_m, delta, mask=offs_m < Sq)
+
+
+# --------------------------------------------------------------------------------------------
+# Backward: dK, dV (one program per key block and key/value head; loops over its query heads)
+# --------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _load_row_stats(lse_ptrs, delta_ptrs, row_ok, EDGE: tl.constexpr):
+    """LSE (as log2, +inf for padded and empty rows so that p = 0 there) and delta of a row block."""
+    if EDGE:
+        lse = tl.load(lse_ptrs, mask=row_ok, other=float("-inf"))
+        delta = tl.load(delta_ptrs, mask=row_ok, other=0.0)
+    else:
+        lse = tl.load(lse_ptrs)
+        delta = tl.load(delta_ptrs)
+    lse2 = tl.where(lse == float("-inf"), float("inf"), lse * LOG2E)
+    return lse2, delta
+
+
+@triton.jit
+def _dkdv_tiles(dk, dv, k, v, q_ptrs, do_ptrs, lse_ptrs, delta_ptrs, mask_ptrs, offs_n, offs_m0, d_ok,
+                lo, hi, stride_qm, stride_gm, stride_mm, Sq, Sk, CAUSAL_SHIFT, qk_scale,
+                BLOCK_M: tl.constexpr, EDGE: tl.constexpr, IS_CAUSAL: tl.constexpr,
+                MASK_KIND: tl.constexpr, PAD_D: tl.constexpr):
+    """Accumulate dK (unscaled) and dV of one key block over query tiles ``[lo, hi)``."""
+    for start_m in range(lo, hi, BLOCK_M):
+        offs_m = start_m + offs_m0
+        row_ok = offs_m < Sq
+        q = _load(q_ptrs + start_m * stride_qm, row_ok[:, None], d_ok[None, :], EDGE, PAD_D)
+        do = _load(do_ptrs + start_m * stride_gm, row_ok[:, None], d_ok[None, :], EDGE, PAD_D)
+        lse2, delta = _load_row_stats(lse_ptrs + start_m, delta_ptrs + start_m, row_ok, EDGE)
+        sT = _mm(k, tl.trans(q)) * qk_scale
+        sT = _mask_scores(sT, offs_m[None, :], offs_n[:, None], mask_ptrs + start_m * stride_mm,
+                          Sq, Sk, CAUSAL_SHIFT, EDGE, IS_CAUSAL, MASK_KIND)
+        pT = tl.exp2(sT - lse2[None, :])
+        dv = _dot(pT.to(do.dtype), do, dv)
+        dpT = _mm(v, tl.trans(do))
+        dsT = pT * (dpT - delta[None, :])
+        dk = _dot(dsT.to(q.dtype), q, dk)
+    return dk, dv
+
+
+@triton.autotune(configs=DKDV_CONFIGS, key=["HEAD_DIM", "IS_CAUSAL", "MASK_KIND", "seq_bucket"],
+                 prune_configs_by={"early_config_prune": _prune_by_head_dim})
+@triton.jit
+def attn_bwd_dkdv_kernel(
+    Q, K, V, M, DO, LSE, DELTA, DK, DV,
+    stride_qb, stride_qh, stride_qm, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    stride_mb, stride_mh, stride_mm, stride_mn,
+    stride_gb, stride_gh, stride_gm, stride_gd,
+    stride_dkb, stride_dkh, stride_dkn, stride_dkd,
+    stride_dvb, stride_dvh, stride_dvn, stride_dvd,
+    Hkv, Sq, Sk, CAUSAL_SHIFT, qk_scale, scale, seq_bucket,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, GROUP: tl.constexpr,
+    IS_CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """One program: BLOCK_N keys of one (batch, key/value head). Sums over the GROUP query heads
+    that share this key/value head, so grouped-query attention needs no atomics."""
+    tl.static_assert(BLOCK_D >= HEAD_DIM)
+    tl.static_assert(BLOCK_M % 16 == 0 and BLOCK_N % 16 == 0)
+    PAD_D: tl.constexpr = BLOCK_D != HEAD_DIM
+    start_n = tl.program_id(0) * BLOCK_N
+    bhk = tl.program_id(1)
+    b = (bhk // Hkv).to(tl.int64)
+    hk = (bhk % Hkv).to(tl.int64)
+    H = Hkv * GROUP
+
+    offs_n = start_n + tl.arange(0, BLOCK_N)
+    offs_m0 = tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    d_ok = offs_d < HEAD_DIM
+    dcol = offs_d[None, :]
+    key_ok = offs_n[:, None] < Sk
+    k = _load(_ptrs(K, b, stride_kb, hk, stride_kh, offs_n[:, None], stride_kn, dcol, stride_kd),
+              key_ok, d_ok[None, :], True, PAD_D)
+    v = _load(_ptrs(V, b, stride_vb, hk, stride_vh, offs_n[:, None], stride_vn, dcol, stride_vd),
+              key_ok, d_ok[None, :], True, PAD_D)
+    dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+    dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+
+    # Query tiles: [m_start, m_mid) edge (causal diagonal), [m_mid, m_tail) interior,
+    # [max(m_mid, m_tail), Sq) edge (ragged end).
+    if IS_CAUSAL:
+        m_start = tl.maximum(start_n - CAUSAL_SHIFT, 0) // BLOCK_M * BLOCK_M
+        m_full = tl.cdiv(tl.maximum(start_n + BLOCK_N - 1 - CAUSAL_SHIFT, 0), BLOCK_M) * BLOCK_M
+    else:
+        m_start = 0
+        m_full = 0
+    m_tail = Sq // BLOCK_M * BLOCK_M
+    m_mid = tl.maximum(m_start, tl.minimum(m_full, m_tail))
+
+    for g in range(GROUP):
+        h = hk * GROUP + g
+        bh = b * H + h
+        q_ptrs = _ptrs(Q, b, stride_qb, h, stride_qh, offs_m0[:, None], stride_qm, dcol, stride_qd)
+        do_ptrs = _ptrs(DO, b, stride_gb, h, stride_gh, offs_m0[:, None], stride_gm, dcol, stride_gd)
+        lse_ptrs = LSE + bh * Sq + offs_m0
+        delta_ptrs = DELTA + bh * Sq + offs_m0
+        mask_ptrs = _ptrs(M, b, stride_mb, h, stride_mh, offs_m0[None, :], stride_mm,
+                          offs_n[:, None], stride_mn)
+        dk, dv = _dkdv_tiles(dk, dv, k, v, q_ptrs, do_ptrs, lse_ptrs, delta_ptrs, mask_ptrs, offs_n, offs_m0,
+                             d_ok, m_start, m_mid, stride_qm, stride_gm, stride_mm, Sq, Sk, CAUSAL_SHIFT,
+                             qk_scale, BLOCK_M, True, IS_CAUSAL, MASK_KIND, PAD_D)
+        dk, dv = _dkdv_tiles(dk, dv, k, v, q_ptrs, do_ptrs, lse_ptrs, delta_ptrs, mask_ptrs, offs_n, offs_m0,
+                             d_ok, m_mid, m_tail, stride_qm, stride_gm, stride_mm, Sq, Sk, CAUSAL_SHIFT,
+                             qk_scale, BLOCK_M, False, IS_CAUSAL, MASK_KIND, PAD_D)
+        dk, dv = _dkdv_tiles(dk, dv, k, v, q_ptrs, do_ptrs, lse_ptrs, delta_ptrs, mask_ptrs, offs_n, offs_m0,
+                             d_ok, tl.maximum(m_mid, m_tail), Sq, stride_qm, stride_gm, stride_mm, Sq, Sk,
+                             CAUSAL_SHIFT, qk_scale, BLOCK_M, True, IS_CAUSAL, MASK_KIND, PAD_D)
+
+    out_ok = key_ok & d_ok[None, :]
+    dk_ptrs = _ptrs(DK, b, stride_dkb, hk, stride_dkh, offs_n[:, None], stride_dkn, dcol, stride_dkd)
+    dv_ptrs = _ptrs(DV, b, stride_dvb, hk, stride_dvh, offs_n[:, None], stride_dvn, dcol, stride_dvd)
+    tl.store(dk_ptrs, (dk * scale).to(DK.dtype.element_ty), mask=out_ok)
+    tl.store(dv_ptrs, dv.to(DV.dtype.element_ty), mask=out_ok)
+
+
+# --------------------------------------------------------------------------------------------
+# Backward: dQ (one program per query block and query head)
+# --------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _dq_tiles(dq, q, do, lse2, delta, k_ptrs, v_ptrs, mask_ptrs, offs_m, offs_n0, d_ok, lo, hi,
+              stride_kn, stride_vn, stride_mn, Sq, Sk, CAUSAL_SHIFT, qk_scale,
+              BLOCK_N: tl.constexpr, EDGE: tl.constexpr, IS_CAUSAL: tl.constexpr,
+              MASK_KIND: tl.constexpr, PAD_D: tl.constexpr):
+    """Accumulate dQ (unscaled) of one query block over key tiles ``[lo, hi)``."""
+    for start_n in range(lo, hi, BLOCK_N):
+        offs_n = start_n + offs_n0
+        kT = _load(k_ptrs + start_n * stride_kn, offs_n[None, :] < Sk, d_ok[:, None], EDGE, PAD_D)
+        vT = _load(v_ptrs + start_n * stride_vn, offs_n[None, :] < Sk, d_ok[:, None], EDGE, PAD_D)
+        s = _mm(q, kT) * qk_scale
+        s = _mask_scores(s, offs_m[:, None], offs_n[None, :], mask_ptrs + start_n * stride_mn,
+                         Sq, Sk, CAUSAL_SHIFT, EDGE, IS_CAUSAL, MASK_KIND)
+        p = tl.exp2(s - lse2[:, None])
+        dp = _mm(do, vT)
+        ds = p * (dp - delta[:, None])
+        dq = _dot(ds.to(kT.dtype), tl.trans(kT), dq)
+    return dq
+
+
+@triton.autotune(configs=DQ_CONFIGS, key=["HEAD_DIM", "IS_CAUSAL", "MASK_KIND", "seq_bucket"],
+                 prune_configs_by={"early_config_prune": _prune_by_head_dim})
+@triton.jit
+def attn_bwd_dq_kernel(
+    Q, K, V, M, DO, LSE, DELTA, DQ,
+    stride_qb, stride_qh, stride_qm, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    stride_mb, stride_mh, stride_mm, stride_mn,
+    stride_gb, stride_gh, stride_gm, stride_gd,
+    stride_dqb, stride_dqh, stride_dqm, stride_dqd,
+    H, Sq, Sk, CAUSAL_SHIFT, qk_scale, scale, seq_bucket,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, GROUP: tl.constexpr,
+    IS_CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """One program: BLOCK_M query rows of one (batch, query head); writes their dQ."""
+    tl.static_assert(BLOCK_D >= HEAD_DIM)
+    tl.static_assert(BLOCK_M % 16 == 0 and BLOCK_N % 16 == 0)
+    PAD_D: tl.constexpr = BLOCK_D != HEAD_DIM
+    start_m = _block_start(BLOCK_M, IS_CAUSAL)
+    bh = tl.program_id(1)
+    b = (bh // H).to(tl.int64)
+    h = (bh % H).to(tl.int64)
+    hk = h // GROUP
+
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    offs_n0 = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    d_ok = offs_d < HEAD_DIM
+    dcol, drow = offs_d[None, :], offs_d[:, None]
+    row_ok = offs_m < Sq
+    q = _load(_ptrs(Q, b, stride_qb, h, stride_qh, offs_m[:, None], stride_qm, dcol, stride_qd),
+              row_ok[:, None], d_ok[None, :], True, PAD_D)
+    do = _load(_ptrs(DO, b, stride_gb, h, stride_gh, offs_m[:, None], stride_gm, dcol, stride_gd),
+               row_ok[:, None], d_ok[None, :], True, PAD_D)
+    stats = bh.to(tl.int64) * Sq + offs_m
+    lse2, delta = _load_row_stats(LSE + stats, DELTA + stats, row_ok, True)
+    k_ptrs = _ptrs(K, b, stride_kb, hk, stride_kh, offs_n0[None, :], stride_kn, drow, stride_kd)
+    v_ptrs = _ptrs(V, b, stride_vb, hk, stride_vh, offs_n0[None, :], stride_vn, drow, stride_vd)
+    mask_ptrs = _ptrs(M, b, stride_mb, h, stride_mh, offs_m[:, None], stride_mm, offs_n0[None, :], stride_mn)
+
+    dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    n_full, n_end = _key_regions(start_m, Sk, CAUSAL_SHIFT, BLOCK_M, BLOCK_N, IS_CAUSAL)
+    dq = _dq_tiles(dq, q, do, lse2, delta, k_ptrs, v_ptrs, mask_ptrs, offs_m, offs_n0, d_ok, 0, n_full,
+                   stride_kn, stride_vn, stride_mn, Sq, Sk, CAUSAL_SHIFT, qk_scale,
+                   BLOCK_N, False, IS_CAUSAL, MASK_KIND, PAD_D)
+    dq = _dq_tiles(dq, q, do, lse2, delta, k_ptrs, v_ptrs, mask_ptrs, offs_m, offs_n0, d_ok, n_full, n_end,
+                   stride_kn, stride_vn, stride_mn, Sq, Sk, CAUSAL_SHIFT, qk_scale,
+                   BLOCK_N, True, IS_CAUSAL, MASK_KIND, PAD_D)
+    dq_ptrs = _ptrs(DQ, b, stride_dqb, h, stride_dqh, offs_m[:, None], stride_dqm, dcol, stride_dqd)
+    tl.store(dq_ptrs, (dq * scale).to(DQ.dtype.element_ty), mask=row_ok[:, None] & d_ok[None, :])
