@@ -1,0 +1,1 @@
+"""The standard pattern library: ``.pypm`` files loaded with ``pypm.load("attention")``."""

@@ -1,0 +1,405 @@
+"""Well-formedness (LANGUAGE.md §5), checked when patterns are defined.
+
+* scoping: every variable is a parameter or a local; no unused locals;
+* calls name defined patterns, with the right number of arguments;
+* definitely-bound variables: a guard may only read, and ``p ; x ≍ q`` may only continue from,
+  variables that every match of what comes before has bound. Calls bind the parameters that
+  their definition *always* binds, computed once per program as a greatest fixed point;
+* recursion is guarded: every cycle of calls passes under an operator pattern, so matching
+  consumes a proper subterm before it recurses and always terminates;
+* guards call only known functions.
+
+Errors are :class:`~pypm.errors.PypmError` subclasses with the pattern, file, line and source
+line. :func:`check_program` returns all of them (``pypm check`` prints every one);
+:func:`assert_well_formed` raises the first.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+
+from .errors import (
+    ArityError,
+    GuardError,
+    LeftRecursionError,
+    PypmError,
+    ScopeError,
+    Span,
+    UnboundError,
+    UnknownPatternError,
+)
+from .guards import known_functions
+from .syntax import (
+    Alt,
+    Call,
+    Definition,
+    Exists,
+    Fail,
+    GCall,
+    GExpr,
+    Guard,
+    Lit,
+    Op,
+    OpVar,
+    Pattern,
+    Program,
+    Then,
+    Var,
+    Wild,
+    guard_free_vars,
+    show,
+    show_guard,
+)
+
+
+def _is_fresh(x: str) -> bool:
+    """Variables the desugarer introduced (``%1``): messages speak of the source instead."""
+    return x.startswith("%")
+
+
+def always_binds(program: Program) -> dict[str, frozenset[str]]:
+    """For each definition, the parameters every match of its body binds (§5): the greatest
+    fixed point, starting from "binds every parameter" and removing what the body cannot
+    guarantee. Sound because a match is a finite derivation."""
+    binds = {name: frozenset(d.params) for name, d in program.items()}
+    changed = True
+    while changed:
+        changed = False
+        for name, d in program.items():
+            out = _bound_after(d.body, frozenset(), Binds(program, binds)) & frozenset(d.params)
+            if out != binds[name]:
+                binds[name] = out
+                changed = True
+    return binds
+
+
+@dataclass(frozen=True)
+class Binds:
+    """The program and, per definition, the parameters it always binds."""
+
+    program: Program
+    always: dict[str, frozenset[str]]
+
+
+def _bound_after(p: Pattern, b: frozenset[str], binds: Binds) -> frozenset[str]:
+    """B after p, given B before (the threading of §5), ignoring errors."""
+    match p:
+        case Wild() | Lit() | Fail():
+            return b
+        case Var(x):
+            return b | {x}
+        case Op(_, args):
+            for a in args:
+                b = _bound_after(a, b, binds)
+            return b
+        case OpVar(x, args):
+            b = b | {x}
+            for a in args:
+                b = _bound_after(a, b, binds)
+            return b
+        case Alt(left, right):
+            return _bound_after(left, b, binds) & _bound_after(right, b, binds)
+        case Exists(x, body):
+            inner = _bound_after(body, b - {x}, binds) - {x}
+            return inner | {x} if x in b else inner
+        case Call(name, xs):
+            d = binds.program.get(name)
+            if d is None:
+                return b
+            return b | {x for x, y in zip(xs, d.params) if y in binds.always[name]}
+        case Guard(body, _):
+            return _bound_after(body, b, binds)
+        case Then(body, _, q):
+            return _bound_after(q, _bound_after(body, b, binds), binds)
+    raise TypeError(f"not a core pattern: {p!r}")
+
+
+@dataclass
+class _Checker:
+    program: Program
+    binds: Binds
+    errors: list[PypmError] = field(default_factory=list)
+    d: Definition | None = None
+
+    def error(self, cls: type[PypmError], msg: str, node: object, hint: str | None = None) -> None:
+        span = getattr(node, "span", None) or (self.d.span if self.d else None)
+        self.errors.append(cls(msg, span, pattern=self.d.name if self.d else None, hint=hint))
+
+    def definition(self, d: Definition) -> None:
+        self.d = d
+        scope = frozenset(d.params)
+        self.scope(d.body, scope)
+        self.bound(d.body, frozenset())
+
+    # scoping, arity, unknown patterns, guard functions, unused locals
+    def scope(self, p: Pattern, sc: frozenset[str]) -> None:
+        match p:
+            case Var(x):
+                if x not in sc:
+                    self.error(ScopeError, f"unknown variable `{x}`", p)
+            case OpVar(x, args):
+                if x not in sc:
+                    self.error(ScopeError, f"unknown operator variable `{x}`", p)
+                for a in args:
+                    self.scope(a, sc)
+            case Op(_, args):
+                for a in args:
+                    self.scope(a, sc)
+            case Alt(left, right):
+                self.scope(left, sc)
+                self.scope(right, sc)
+            case Exists(x, body):
+                from .syntax import free_vars
+
+                if x not in free_vars(body):
+                    self.error(ScopeError, f"local `{x}` is never used", p)
+                self.scope(body, sc | {x})
+            case Call(name, xs):
+                for x in xs:
+                    if x not in sc:
+                        self.error(ScopeError, f"unknown variable `{x}`", p)
+                callee = self.program.get(name)
+                if callee is None:
+                    near = difflib.get_close_matches(name, list(self.program), n=1)
+                    self.error(UnknownPatternError, f"no pattern named `{name}`", p,
+                               hint=f"did you mean `{near[0]}`?" if near else
+                               "define it in this file, or import it: `from FILE import " + name + "`")
+                elif len(callee.params) != len(xs):
+                    self.error(ArityError, f"`{name}` takes {len(callee.params)} argument"
+                               f"{'s' if len(callee.params) != 1 else ''} "
+                               f"({', '.join(callee.params)}), given {len(xs)}", p)
+            case Guard(body, cond):
+                self.scope(body, sc)
+                for x in sorted(guard_free_vars(cond) - sc):
+                    self.error(ScopeError, f"guard uses unknown name `{x}`", cond)
+                self.guard_functions(cond)
+            case Then(body, x, q):
+                self.scope(body, sc)
+                if x not in sc:
+                    self.error(ScopeError, f"unknown variable `{x}`", p)
+                self.scope(q, sc)
+            case Wild() | Lit() | Fail():
+                pass
+            case _:
+                raise TypeError(f"not a core pattern: {p!r}")
+
+    def guard_functions(self, g: GExpr) -> None:
+        known = known_functions()
+        stack = [g]
+        while stack:
+            e = stack.pop()
+            if isinstance(e, GCall) and e.func not in known:
+                near = difflib.get_close_matches(e.func, sorted(known), n=1)
+                self.error(GuardError, f"unknown guard function `{e.func}`", e,
+                           hint=f"did you mean `{near[0]}`?" if near else
+                           "register it with @pypm.guard_function before the pattern is checked")
+            for v in vars(e).values():
+                if isinstance(v, tuple):
+                    stack.extend(x for x in v if hasattr(x, "span") and not isinstance(x, str))
+                    stack.extend(x[1] for x in v if isinstance(x, tuple) and len(x) == 2
+                                 and hasattr(x[1], "span"))
+                elif hasattr(v, "span") and v is not e:
+                    stack.append(v)
+
+    # definitely-bound variables for guards and `;`
+    def bound(self, p: Pattern, b: frozenset[str]) -> frozenset[str]:
+        match p:
+            case Wild() | Lit() | Fail() | Var():
+                return _bound_after(p, b, self.binds)
+            case Op(_, args):
+                for a in args:
+                    b = self.bound(a, b)
+                return b
+            case OpVar(x, args):
+                b = b | {x}
+                for a in args:
+                    b = self.bound(a, b)
+                return b
+            case Alt(left, right):
+                return self.bound(left, b) & self.bound(right, b)
+            case Exists(x, body):
+                inner = self.bound(body, b - {x}) - {x}
+                return inner | {x} if x in b else inner
+            case Call():
+                return _bound_after(p, b, self.binds)
+            case Guard(body, cond):
+                after = self.bound(body, b)
+                for x in sorted(guard_free_vars(cond) - after):
+                    if x in pattern_params_and_locals(self.d):
+                        self.error(UnboundError, f"guard uses `{x}` before any pattern binds it", cond,
+                                   hint=f"`{show_guard(cond)}` runs when `{x}` is bound on every path; "
+                                        f"bind `{x}` in the pattern, or in every alternative")
+                return after
+            case Then(body, x, q):
+                after = self.bound(body, b)
+                if x not in after:
+                    self._unbound_then(p, x, body)
+                return self.bound(q, after | {x})
+        raise TypeError(f"not a core pattern: {p!r}")
+
+    def _unbound_then(self, p: Then, x: str, body: Pattern) -> None:
+        from .syntax import pattern_vars
+
+        if _is_fresh(x):
+            callee = _find_call_with(body, x)
+            if callee is not None:
+                i = callee.args.index(x)
+                d = self.program.get(callee.name)
+                param = d.params[i] if d and i < len(d.params) else f"#{i + 1}"
+                self.error(UnboundError, f"`{callee.name}` does not bind its parameter `{param}` on "
+                           f"every path, so argument {i + 1} cannot be matched against "
+                           f"`{show(p.pat)}`", p.pat)
+                return
+            self.error(UnboundError, f"the value to match against `{show(p.pat)}` is not bound "
+                       "on every path", p)
+            return
+        if x not in pattern_vars(body):
+            self.error(ScopeError, f"local `{x}` is assigned but never used in the pattern", p,
+                       hint=f"use `{x}` in the `return` pattern (or remove the assignment)")
+        else:
+            self.error(UnboundError, f"`{x}` is not bound on every path before it is matched "
+                       f"against `{show(p.pat)}`", p,
+                       hint=f"bind `{x}` in every alternative of the pattern before it")
+
+
+def pattern_params_and_locals(d: Definition | None) -> frozenset[str]:
+    from .syntax import pattern_vars
+
+    if d is None:
+        return frozenset()
+    return frozenset(d.params) | pattern_vars(d.body)
+
+
+def _find_call_with(p: Pattern, x: str) -> Call | None:
+    match p:
+        case Call(_, xs) if x in xs:
+            return p
+        case Op(_, args) | OpVar(_, args):
+            for a in args:
+                c = _find_call_with(a, x)
+                if c:
+                    return c
+        case Alt(left, right):
+            return _find_call_with(left, x) or _find_call_with(right, x)
+        case Exists(_, body) | Guard(body, _):
+            return _find_call_with(body, x)
+        case Then(body, _, q):
+            return _find_call_with(body, x) or _find_call_with(q, x)
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Guarded recursion
+
+
+def _depth_of(x: str, p: Pattern, d: int = 0) -> int | None:
+    """The fewest operator patterns above an occurrence of x in p (None: x does not occur)."""
+    match p:
+        case Var(y):
+            return d if y == x else None
+        case Op(_, args) | OpVar(_, args):
+            if isinstance(p, OpVar) and p.var == x:
+                return d
+            found = [_depth_of(x, a, d + 1) for a in args]
+            found = [f for f in found if f is not None]
+            return min(found) if found else None
+        case Alt(left, right):
+            found = [f for f in (_depth_of(x, left, d), _depth_of(x, right, d)) if f is not None]
+            return min(found) if found else None
+        case Exists(y, body):
+            return None if y == x else _depth_of(x, body, d)
+        case Guard(body, _):
+            return _depth_of(x, body, d)
+        case Then(body, y, q):
+            found = [_depth_of(x, body, d)]
+            dy = _depth_of(y, body, d)
+            if dy is not None:
+                found.append(_depth_of(x, q, dy))
+            found = [f for f in found if f is not None]
+            return min(found) if found else None
+        case Call(_, xs):
+            return d if x in xs else None  # bound somewhere inside the callee: assume the root
+    return None
+
+
+def call_edges(p: Pattern, depth: int = 0) -> list[tuple[Call, int]]:
+    """Every call in p with the number of operator patterns consumed above it (§5's count,
+    with ``;`` counting the operators above the binding occurrence of its variable)."""
+    match p:
+        case Call():
+            return [(p, depth)]
+        case Op(_, args) | OpVar(_, args):
+            return [e for a in args for e in call_edges(a, depth + 1)]
+        case Alt(left, right):
+            return call_edges(left, depth) + call_edges(right, depth)
+        case Exists(_, body) | Guard(body, _):
+            return call_edges(body, depth)
+        case Then(body, x, q):
+            dx = _depth_of(x, body, depth)
+            return call_edges(body, depth) + call_edges(q, depth if dx is None else dx)
+    return []
+
+
+def find_left_recursion(program: Program) -> list[tuple[str, Call]] | None:
+    """A cycle of calls that consumes no operator (as [(caller, call), ...]), or None."""
+    unguarded: dict[str, list[Call]] = {
+        name: [c for c, depth in call_edges(d.body) if depth == 0 and c.name in program]
+        for name, d in program.items()
+    }
+    state: dict[str, int] = {}
+    path: list[tuple[str, Call]] = []
+
+    def visit(name: str) -> list[tuple[str, Call]] | None:
+        state[name] = 1
+        for c in unguarded.get(name, []):
+            path.append((name, c))
+            if state.get(c.name) == 1:
+                start = next(i for i, (caller, _) in enumerate(path) if caller == c.name)
+                return path[start:]
+            if state.get(c.name, 0) == 0:
+                found = visit(c.name)
+                if found:
+                    return found
+            path.pop()
+        state[name] = 2
+        return None
+
+    for name in program:
+        if state.get(name, 0) == 0:
+            found = visit(name)
+            if found:
+                return found
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry points
+
+
+def check_program(program: Program, names: list[str] | None = None) -> list[PypmError]:
+    """Every well-formedness error of the definitions ``names`` (default: all) of program Δ."""
+    checker = _Checker(program, Binds(program, always_binds(program)))
+    for name in names if names is not None else list(program):
+        checker.definition(program[name])
+    cycle = find_left_recursion(program)
+    if cycle is not None:
+        chain = " → ".join([caller for caller, _ in cycle] + [cycle[0][0]])
+        caller, call = cycle[-1]
+        span: Span | None = call.span or program[caller].span
+        line = f" at line {span.line}" if span else ""
+        checker.errors.append(LeftRecursionError(
+            f"{chain}{line}: the cycle consumes no operator, so matching would not terminate",
+            span, pattern=cycle[0][0],
+            hint="put the recursive call under an operator, e.g. `x | view(Layout(x))`"))
+    return checker.errors
+
+
+def assert_well_formed(program: Program, names: list[str] | None = None) -> None:
+    """Raise the first well-formedness error of program Δ, if any."""
+    errors = check_program(program, names)
+    if errors:
+        raise errors[0]
+
+
+__all__ = ["always_binds", "assert_well_formed", "call_edges", "check_program", "find_left_recursion"]

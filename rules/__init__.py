@@ -1,0 +1,1 @@
+"""The standard rules: pattern → kernel, collected by ``pypm.standard_rules()``."""
