@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
@@ -24,7 +23,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from pypm.kernels import attention  # noqa: E402
+from pypm.kernels import attention
 
 EAGER_BYTES_LIMIT = 40e9  # skip materialising peers when ~10 bytes per score would exceed this
 
@@ -90,14 +89,31 @@ def time_ms(fn, grads=None) -> float:
     return do_bench(fn, warmup=25, rep=100, grad_to_none=grads, return_mode="median")
 
 
+def measure(name, fn, q, k, v, g, causal, f):
+    """(fwd TFLOP/s, fwd+bwd TFLOP/s, fwd ms, fwd+bwd ms), or Nones where the peer refuses."""
+    def fwd():
+        with torch.no_grad():
+            return fn(q, k, v, causal)
+
+    def fwd_bwd():
+        fn(q, k, v, causal).backward(g)
+    try:
+        t_f = time_ms(fwd)
+        t_fb = time_ms(fwd_bwd, grads=[q, k, v])
+    except Exception as e:  # a peer that does not support the case
+        print(f"  {name} {tuple(q.shape)} causal={causal}: {type(e).__name__}: {str(e)[:100]}")
+        return (None, None)
+    return (f / t_f / 1e9, 3.5 * f / t_fb / 1e9, t_f, t_fb)
+
+
 def run_bench(out_dir: str | None, full: bool) -> list[dict]:
     torch.manual_seed(0)
     rows = []
     meths = methods()
     for (b, h, s, d) in bench_shapes(full):
         for causal in (False, True):
-            q, k, v = (torch.randn(b, h, s, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
-                       for _ in range(3))
+            q, k, v = [torch.randn(b, h, s, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+                       for _ in range(3)]
             g = torch.randn_like(q)
             f = flops(b, h, s, d, causal)
             row = {"shape": (b, h, s, d), "causal": causal}
@@ -106,14 +122,7 @@ def run_bench(out_dir: str | None, full: bool) -> list[dict]:
                 if name in ("eager", "compile") and big:
                     row[name] = (None, None)
                     continue
-                try:
-                    with torch.no_grad():
-                        t_f = time_ms(lambda fn=fn: fn(q, k, v, causal))
-                    t_fb = time_ms(lambda fn=fn: fn(q, k, v, causal).backward(g), grads=[q, k, v])
-                    row[name] = (f / t_f / 1e9, 3.5 * f / t_fb / 1e9, t_f, t_fb)
-                except Exception as e:  # a peer that does not support the case
-                    row[name] = (None, None)
-                    print(f"  {name} {row['shape']} causal={causal}: {type(e).__name__}: {str(e)[:100]}")
+                row[name] = measure(name, fn, q, k, v, g, causal, f)
                 torch.cuda.empty_cache()
             rows.append(row)
             print_row(row, flush=True)
@@ -170,6 +179,13 @@ def reference(q, k, v, mask, scale, causal):
 TOL = {torch.float16: 1e-2, torch.bfloat16: 3e-2, torch.float32: 5e-3}  # rel. Frobenius error
 
 
+def make(b, h, s, d, dt, layout):
+    """Random (B, H, S, D); ``bshd`` stores it as (B, S, H, D) and returns the permuted view."""
+    if layout == "bshd":
+        return torch.randn(b, s, h, d, device="cuda", dtype=dt).transpose(1, 2)
+    return torch.randn(b, h, s, d, device="cuda", dtype=dt)
+
+
 def run_check() -> bool:
     torch.manual_seed(1)
     cases = [  # (B, Hq, Hkv, Sq, Sk, D, causal, dtype, mask, layout)
@@ -186,11 +202,7 @@ def run_check() -> bool:
     ]
     ok = True
     for (b, hq, hkv, sq, sk, d, causal, dt, mk, layout) in cases:
-        def make(h, s):
-            if layout == "bshd":
-                return torch.randn(b, s, h, d, device="cuda", dtype=dt).transpose(1, 2)
-            return torch.randn(b, h, s, d, device="cuda", dtype=dt)
-        q, k, v = make(hq, sq), make(hkv, sk), make(hkv, sk)
+        q, k, v = (make(b, h, s, d, dt, layout) for h, s in ((hq, sq), (hkv, sk), (hkv, sk)))
         mask = None
         if mk == "bool":
             mask = torch.rand(sq, sk, device="cuda") > 0.3
