@@ -222,7 +222,7 @@ def canonical_name(name: str) -> str:
 
 def is_random(op: str) -> bool:
     """True for operators whose result differs from call to call."""
-    return op in RANDOM or op.endswith("dropout") and not op.startswith("aten.native")
+    return op in RANDOM or (op.endswith("dropout") and not op.startswith("aten.native"))
 
 
 def is_inplace(op: str) -> bool:

@@ -1,0 +1,916 @@
+"""The torch.fx adapter: graph nodes as terms (LANGUAGE.md §1), at torch level and at ATen level.
+
+A node ``n`` is seen as the term ``f(v1..vn)`` where ``f`` is a *canonical* operator name and
+the ``vi`` are its arguments in schema position, defaults filled in:
+
+- torch level (``symbolic_trace``, dynamo): ``x @ y``, ``torch.matmul(x, y)`` and
+  ``x.matmul(y)`` are all ``matmul(x, y)``; ``x.softmax(-1)``, ``torch.softmax(x, dim=-1)`` and
+  ``F.softmax(x, -1)`` are all ``softmax(x, -1, None)``; common modules (``nn.Linear``,
+  ``nn.Softmax``, ``nn.Dropout``, ...) become their functional form.
+- ATen level (OpOverloads, as in inductor's post-grad graphs): ``aten.bmm(a, b)``,
+  ``aten._softmax(x, -1, False)``, named by overload packet, arguments by the op's schema.
+
+Dimension arguments are normalised (negative for ``softmax``/``transpose``/reductions,
+non-negative for ``permute``) when the input's rank is known, so ``softmax(x, 3)`` on a 4-d x
+is ``softmax(x, -1)``. Types come from ``node.meta["val"]`` (or dynamo's ``example_value``, or
+``tensor_meta``); symbolic sizes are sympy expressions.
+
+Equality of graph terms is node identity *after common-subexpression elimination*: a
+:class:`GraphView` groups pure nodes with the same operator and arguments and gives each group
+one :class:`FxTerm` object, so ``==`` is ``is``. :func:`cse` does the same merge on the graph
+itself (the rewriter runs it first). Impure nodes (random, in-place, I/O) are equal only to
+themselves.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
+
+import torch
+import torch.fx
+
+from . import schema
+from .match import Interpreter, Match
+from .syntax import Alt, Call, Definition, Exists, Guard, Op, Pattern, Program, Then
+from .terms import TermView
+
+Node = torch.fx.Node
+
+
+# ---------------------------------------------------------------------------------------------
+# Types: shapes, dtypes and devices from node metadata
+
+
+def meta_value(node: Node) -> Any:
+    """The example value recorded for a node: ``meta["val"]`` (make_fx, inductor, fake-tensor
+    propagation), ``meta["example_value"]`` (dynamo) or ``meta["tensor_meta"]`` (ShapeProp)."""
+    m = node.meta
+    v = m.get("val")
+    if v is None:
+        v = m.get("example_value")
+    if v is None:
+        v = m.get("tensor_meta")
+    return v
+
+
+def size_value(s: Any) -> Any:
+    """A size as a plain int, or a sympy expression when it is symbolic (never specialised:
+    calling ``int()`` on a SymInt would add a guard)."""
+    if isinstance(s, int):
+        return s
+    if isinstance(s, torch.SymInt):
+        expr = s.node.expr
+        return int(expr) if getattr(expr, "is_number", False) else expr
+    return s
+
+
+def _tensor_type(v: Any) -> tuple[tuple[Any, ...] | None, Any, Any]:
+    if isinstance(v, torch.Tensor):
+        return tuple(size_value(s) for s in v.shape), v.dtype, str(v.device)
+    shape = getattr(v, "shape", None)
+    dtype = getattr(v, "dtype", None)
+    if shape is not None and isinstance(dtype, torch.dtype):  # TensorMetadata
+        return tuple(size_value(s) for s in shape), dtype, None
+    return None, None, None
+
+
+# ---------------------------------------------------------------------------------------------
+# Terms
+
+
+class FxTerm(TermView):
+    """The term seen from one fx node. One object per CSE class, so ``==`` is identity.
+
+    ``args`` is computed on first use (most nodes of a big graph are never looked into).
+    """
+
+    __slots__ = ("_args", "_type", "_view", "node", "op")
+
+    def __init__(self, view: GraphView, node: Node, op: str):
+        self.node = node
+        self.op = op
+        self._view = view
+        self._args: tuple[Any, ...] | None = None
+        self._type: tuple[Any, Any, Any] | None = None
+
+    @property
+    def args(self) -> tuple[Any, ...]:  # type: ignore[override]
+        if self._args is None:
+            self._args = self._view._canonical_args(self.node, self.op)
+        return self._args
+
+    def _types(self) -> tuple[Any, Any, Any]:
+        if self._type is None:
+            self._type = _tensor_type(meta_value(self.node))
+        return self._type
+
+    @property
+    def shape(self) -> tuple[Any, ...] | None:
+        return self._types()[0]
+
+    @property
+    def dtype(self) -> Any:
+        return self._types()[1]
+
+    @property
+    def device(self) -> Any:
+        return self._types()[2]
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    def __repr__(self) -> str:
+        return f"<{self.op} %{self.node.name}>"
+
+
+class ParamTerm(TermView):
+    """A module parameter seen by a ``call_module`` node (``nn.Linear``'s weight): a 0-ary
+    ``get_attr`` term with no node of its own until a rewrite needs one."""
+
+    __slots__ = ("args", "op", "qualname", "tensor")
+
+    def __init__(self, qualname: str, tensor: torch.Tensor):
+        self.qualname = qualname
+        self.tensor = tensor
+        self.op = "get_attr"
+        self.args = ()
+
+    @property
+    def shape(self) -> tuple[Any, ...]:
+        return tuple(self.tensor.shape)
+
+    @property
+    def dtype(self) -> Any:
+        return self.tensor.dtype
+
+    @property
+    def device(self) -> Any:
+        return str(self.tensor.device)
+
+    @property
+    def node(self) -> Any:
+        return None
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    def __repr__(self) -> str:
+        return f"<get_attr {self.qualname}>"
+
+
+# ---------------------------------------------------------------------------------------------
+# Canonical operator names
+
+
+def _callable_key(target: Any) -> str:
+    mod = getattr(target, "__module__", None) or ""
+    return f"{mod}.{getattr(target, '__name__', '')}"
+
+
+def _is_torch_callable(target: Any) -> bool:
+    mod = getattr(target, "__module__", None) or ""
+    if mod.startswith("torch"):
+        return True
+    qual = getattr(target, "__qualname__", "") or ""
+    return qual.startswith("_TensorBase.") or qual.startswith("TensorBase.") or \
+        qual.startswith("Tensor.")
+
+
+def target_name(node: Node, owner: torch.nn.Module | None = None) -> str:
+    """The canonical operator name of a node (see the module docstring)."""
+    kind = node.op
+    target = node.target
+    if kind == "call_function":
+        return function_name(target)
+    if kind == "call_method":
+        return schema.canonical_name(str(target))
+    if kind == "call_module":
+        mod = _submodule(owner, str(target))
+        if mod is not None:
+            conv = _MODULES.get(type(mod))
+            if conv is not None:
+                return conv[0]
+            return type(mod).__name__
+        return str(target)
+    return kind  # placeholder, get_attr, output
+
+
+_FUNCTION_NAMES: dict[Any, str] = {}
+
+
+def function_name(target: Any) -> str:
+    """Canonical name of a ``call_function`` target: OpOverloads as ``aten.bmm`` (other
+    namespaces likewise: ``prims.convert_element_type``, ``pypm.attention``), Python operators
+    and torch functions by their canonical bare name."""
+    try:
+        cached = _FUNCTION_NAMES.get(target)
+    except TypeError:
+        cached = None
+    if cached is not None:
+        return cached
+    if isinstance(target, torch._ops.OpOverload):
+        name = f"{target.namespace}.{target.overloadpacket.__name__}"
+    elif isinstance(target, torch._ops.OpOverloadPacket):
+        name = f"{target._qualified_op_name.split('::')[0]}.{target.__name__}"
+    elif getattr(target, "__module__", None) in ("_operator", "operator"):
+        name = schema.OPERATORS.get(target.__name__, target.__name__)
+    elif _is_torch_callable(target):
+        name = schema.canonical_name(getattr(target, "__name__", str(target)))
+    else:
+        name = getattr(target, "__qualname__", None) or getattr(target, "__name__", None) or str(target)
+        mod = getattr(target, "__module__", None)
+        name = f"{mod}.{name}" if mod and mod != "builtins" else name
+    try:
+        _FUNCTION_NAMES[target] = name
+    except TypeError:
+        pass
+    return name
+
+
+def _submodule(owner: torch.nn.Module | None, qualname: str) -> Any:
+    if owner is None:
+        return None
+    try:
+        return owner.get_submodule(qualname)
+    except AttributeError:
+        return None
+
+
+def _param(owner: torch.nn.Module, qual: str, name: str) -> Any:
+    t = getattr(owner.get_submodule(qual), name, None)
+    return None if t is None else (f"{qual}.{name}", t)
+
+
+# Modules seen as their functional form: class -> (name, function(module, qualname, inputs)).
+# Parameters become ParamTerm values (made by the view, one per parameter).
+_MODULES: dict[type, tuple[str, Callable[[Any, str, tuple[Any, ...]], tuple[Any, ...]]]] = {
+    torch.nn.Linear: ("linear", lambda m, q, a: (a[0], ("param", q, "weight"), ("param", q, "bias"))),
+    torch.nn.Softmax: ("softmax", lambda m, q, a: (a[0], m.dim, None)),
+    torch.nn.LogSoftmax: ("log_softmax", lambda m, q, a: (a[0], m.dim, None)),
+    torch.nn.Dropout: ("dropout", lambda m, q, a: (a[0], m.p, m.training, m.inplace)),
+    torch.nn.ReLU: ("relu", lambda m, q, a: (a[0],)),
+    torch.nn.GELU: ("gelu", lambda m, q, a: (a[0], m.approximate)),
+    torch.nn.SiLU: ("silu", lambda m, q, a: (a[0],)),
+    torch.nn.Sigmoid: ("sigmoid", lambda m, q, a: (a[0],)),
+    torch.nn.Tanh: ("tanh", lambda m, q, a: (a[0],)),
+    torch.nn.LayerNorm: ("layer_norm", lambda m, q, a: (
+        a[0], tuple(m.normalized_shape), ("param", q, "weight"), ("param", q, "bias"), m.eps)),
+    torch.nn.Embedding: ("embedding", lambda m, q, a: (a[0], ("param", q, "weight"))),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Argument normalisation
+
+
+def _schema_layout(op: str) -> tuple[tuple[str, ...], tuple[Any, ...]] | None:
+    names = schema.arg_names(op)
+    if names is None:
+        return None
+    return names, schema.defaults(op)
+
+
+def _positional_names(target: Any, op: str) -> tuple[str, ...] | None:
+    """Positional parameter names of a callable, when they differ from the canonical schema."""
+    key = _callable_key(target)
+    if key in schema.SIGNATURES:
+        return schema.SIGNATURES[key]
+    return None
+
+
+def _place(op: str, args: tuple[Any, ...], kwargs: Mapping[str, Any],
+           positional: tuple[str, ...] | None = None) -> tuple[Any, ...]:
+    """Put keyword arguments in schema position and fill in defaults (LANGUAGE.md §1)."""
+    layout = _schema_layout(op)
+    if layout is None:
+        return tuple(args) + tuple(kwargs[k] for k in sorted(kwargs))
+    names, dflts = layout
+    by_name: dict[str, Any] = dict(kwargs)
+    pos = positional or names
+    extra: list[Any] = []
+    for i, a in enumerate(args):
+        if i < len(pos):
+            by_name.setdefault(pos[i], a)
+        else:
+            extra.append(a)
+    out: list[Any] = []
+    first_default = len(names) - len(dflts)
+    for i, n in enumerate(names):
+        if n in by_name:
+            out.append(by_name[n])
+        elif i >= first_default:
+            out.append(dflts[i - first_default])
+        else:
+            out.append(None)
+    return tuple(out) + tuple(extra)
+
+
+_ATEN_LAYOUT: dict[Any, tuple[tuple[str, ...], tuple[Any, ...]]] = {}
+
+
+def _aten_place(target: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> tuple[Any, ...]:
+    layout = _ATEN_LAYOUT.get(target)
+    if layout is None:
+        arguments = target._schema.arguments
+        names = tuple(a.name for a in arguments)
+        defs = tuple(a.default_value if a.has_default_value() else None for a in arguments)
+        layout = _ATEN_LAYOUT.setdefault(target, (names, defs))
+    names, defs = layout
+    out = list(args[: len(names)])
+    for n, d in zip(names[len(out):], defs[len(out):]):
+        out.append(kwargs.get(n, d))
+    return tuple(out)
+
+
+def _norm_dim(d: Any, ndim: int, mode: str) -> Any:
+    if isinstance(d, bool) or not isinstance(d, int):
+        return d
+    if mode == "neg":
+        return d - ndim if d >= 0 else d
+    return d + ndim if d < 0 else d
+
+
+def _normalise_dims(op: str, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    spec = schema.DIM_ARGS.get(op)
+    if spec is None or not args or not isinstance(args[0], TermView):
+        return args
+    ndim = args[0].ndim
+    if ndim is None:
+        return args
+    mode, positions = spec
+    out = list(args)
+    for i in positions:
+        if i < len(out):
+            a = out[i]
+            if isinstance(a, tuple):
+                out[i] = tuple(_norm_dim(d, ndim, mode) for d in a)
+            else:
+                out[i] = _norm_dim(a, ndim, mode)
+    return tuple(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Purity and CSE
+
+
+def is_impure(node: Node, op: str | None = None, owner: torch.nn.Module | None = None) -> bool:
+    """True for nodes that a rewrite must not consume and CSE must not merge: graph inputs and
+    outputs, random ops (dropout only while training), in-place ops, unknown modules."""
+    if node.op in ("placeholder", "output"):
+        return True
+    if node.op == "get_attr":
+        return False
+    op = op or target_name(node, owner)
+    if node.op == "call_module":
+        mod = _submodule(owner, str(node.target))
+        if mod is None or type(mod) not in _MODULES:
+            return True
+        return isinstance(mod, torch.nn.Dropout) and mod.training and mod.p > 0
+    if op.endswith("dropout") and not op.startswith("aten.native"):
+        training = node.kwargs.get("training", node.args[2] if len(node.args) > 2 else True)
+        p = node.kwargs.get("p", node.args[1] if len(node.args) > 1 else 0.5)
+        return not (training is False or p == 0)
+    if schema.is_random(op) or schema.is_inplace(op):
+        return True
+    target = node.target
+    if isinstance(target, torch._ops.OpOverload):
+        if target._schema.is_mutable or torch.Tag.nondeterministic_seeded in target.tags:
+            return True
+    if node.op == "call_function" and target in (getattr, print, setattr):
+        return target is not getattr
+    try:
+        return bool(node.is_impure())
+    except Exception:  # older torch: is_impure may need a module
+        return False
+
+
+def _freeze(a: Any) -> Any:
+    """A hashable key for an argument (nodes by their class representative)."""
+    if isinstance(a, Node):
+        return ("%", id(a))
+    if isinstance(a, (list, tuple)):
+        return (type(a).__name__, tuple(_freeze(x) for x in a))
+    if isinstance(a, dict):
+        return ("dict", tuple((k, _freeze(v)) for k, v in a.items()))
+    if isinstance(a, slice):
+        return ("slice", _freeze(a.start), _freeze(a.stop), _freeze(a.step))
+    if isinstance(a, float):
+        if math.isnan(a):
+            return ("nan",)
+        return ("f", a)
+    if isinstance(a, bool):
+        return ("b", a)
+    try:
+        hash(a)
+    except TypeError:
+        return ("id", id(a))
+    return (type(a).__name__, a)
+
+
+def _rep_args(a: Any, rep: Mapping[Node, Node]) -> Any:
+    return torch.fx.node.map_arg(a, lambda n: rep.get(n, n))
+
+
+def cse_classes(graph: torch.fx.Graph, owner: torch.nn.Module | None = None) -> dict[Node, Node]:
+    """Representative of each node merged by common-subexpression elimination (nodes that are
+    their own representative are absent). Pure nodes with the same operator target and the same
+    arguments (after mapping to representatives) form one class."""
+    rep: dict[Node, Node] = {}
+    seen: dict[Any, Node] = {}
+    for n in graph.nodes:
+        if n.op in ("placeholder", "output"):
+            continue
+        if is_impure(n, None, owner):
+            continue
+        args = _rep_args(n.args, rep)
+        kwargs = _rep_args(n.kwargs, rep)
+        key = (n.op, _freeze(n.target) if n.op != "call_function" else ("fn", id(n.target)),
+               _freeze(args), _freeze(kwargs))
+        first = seen.setdefault(key, n)
+        if first is not n:
+            rep[n] = first
+    return rep
+
+
+def cse(gm: torch.fx.GraphModule | torch.fx.Graph) -> int:
+    """Merge common subexpressions of pure nodes in place; returns how many nodes were removed."""
+    graph = gm.graph if isinstance(gm, torch.fx.GraphModule) else gm
+    owner = gm if isinstance(gm, torch.fx.GraphModule) else graph.owning_module
+    rep = cse_classes(graph, owner)
+    for n, r in rep.items():
+        n.replace_all_uses_with(r)
+    for n in reversed(list(rep)):
+        if not n.users:
+            graph.erase_node(n)
+    return len(rep)
+
+
+# ---------------------------------------------------------------------------------------------
+# The view of a graph
+
+
+class GraphView:
+    """Terms over one graph, one :class:`FxTerm` per CSE class, built lazily.
+
+    ``cse=True`` merges common subexpressions *virtually* (the graph is not changed), so that a
+    pattern like ``x * sigmoid(x)`` matches even if ``x`` was computed twice.
+    """
+
+    def __init__(self, graph: torch.fx.Graph | torch.fx.GraphModule, *, cse: bool = True):
+        if isinstance(graph, torch.fx.GraphModule):
+            self.owner: torch.nn.Module | None = graph
+            graph = graph.graph
+        else:
+            self.owner = graph.owning_module
+        self.graph = graph
+        self.rep: dict[Node, Node] = cse_classes(graph, self.owner) if cse else {}
+        self._terms: dict[Node, FxTerm] = {}
+        self._params: dict[str, ParamTerm] = {}
+        self._names: dict[Node, str] = {}
+
+    def op_name(self, node: Node) -> str:
+        """The canonical operator name of a node (cached)."""
+        name = self._names.get(node)
+        if name is None:
+            name = self._names[node] = target_name(node, self.owner)
+        return name
+
+    def term(self, node: Node) -> FxTerm:
+        """The term of a node (the same object for every node of its CSE class)."""
+        node = self.rep.get(node, node)
+        t = self._terms.get(node)
+        if t is None:
+            t = self._terms[node] = FxTerm(self, node, self.op_name(node))
+        return t
+
+    def forget(self, node: Node) -> None:
+        """Drop the cached term of a node the rewriter erased or rewired."""
+        self._terms.pop(node, None)
+        self._names.pop(node, None)
+
+    def value(self, a: Any) -> Any:
+        """A graph argument as a pypm value: nodes as terms, lists as tuples, literals as is."""
+        if isinstance(a, Node):
+            return self.term(a)
+        if isinstance(a, (list, tuple)):
+            return tuple(self.value(x) for x in a)
+        if isinstance(a, slice):
+            return slice(self.value(a.start), self.value(a.stop), self.value(a.step))
+        if isinstance(a, torch.SymInt):
+            return size_value(a)
+        return a
+
+    def _param_term(self, qual: str, name: str) -> Any:
+        key = f"{qual}.{name}"
+        t = self._params.get(key)
+        if t is None:
+            tensor = getattr(self.owner.get_submodule(qual), name, None) if self.owner else None
+            if tensor is None:
+                return None
+            t = self._params[key] = ParamTerm(key, tensor)
+        return t
+
+    def _canonical_args(self, node: Node, op: str) -> tuple[Any, ...]:
+        """The argument values of a node in schema position (see the module docstring)."""
+        kind, target = node.op, node.target
+        if kind in ("placeholder", "get_attr", "output"):
+            return ()
+        args, kwargs = node.args, node.kwargs
+        if kind == "call_module":
+            mod = _submodule(self.owner, str(target))
+            conv = _MODULES.get(type(mod)) if mod is not None else None
+            if conv is None:
+                return tuple(self.value(a) for a in args)
+            raw = conv[1](mod, str(target), tuple(args))
+            vals = tuple(self._param_term(a[1], a[2]) if isinstance(a, tuple) and a[:1] == ("param",)
+                         else self.value(a) for a in raw)
+            return _normalise_dims(op, vals)
+        if kind == "call_function" and isinstance(target, torch._ops.OpOverload):
+            vals = tuple(self.value(a) for a in _aten_place(target, args, kwargs))
+            return _normalise_dims(op, vals)
+        bare = op
+        sizes_at = schema.VARARG_SIZES.get(bare)
+        if kind == "call_method":
+            pos_names: tuple[str, ...] | None = None
+        else:
+            pos_names = _positional_names(target, op)
+            if sizes_at is not None and bare in ("permute", "view", "reshape", "expand", "repeat"):
+                sizes_at = None  # torch.permute(x, dims): already one sequence
+        if sizes_at is not None and len(args) > sizes_at:
+            rest = args[sizes_at:]
+            if not (len(rest) == 1 and isinstance(rest[0], (list, tuple, torch.Size))):
+                args = (*args[:sizes_at], tuple(rest))
+        if bare == "to":
+            args, kwargs = _to_args(args, kwargs)
+        elif bare in ("float", "half", "bool", "double", "bfloat16", "int", "long"):
+            op = "to"
+            args, kwargs = (args[0], getattr(torch, {"half": "float16", "double": "float64",
+                                                     "int": "int32", "long": "int64"}.get(bare, bare))), {}
+        if bare in ("ones", "zeros", "full") or bare.endswith("_like"):
+            kwargs = {k: v for k, v in kwargs.items() if k in ("dtype", "fill_value")}
+        placed = _place(op, tuple(args), kwargs, pos_names)
+        vals = tuple(self.value(a) for a in placed)
+        return _normalise_dims(op, vals)
+
+    def candidates(self, root_ops: frozenset[str] | None) -> Iterator[Node]:
+        """Nodes (one per CSE class, in graph order) whose operator may be a pattern's root."""
+        for n in self.graph.nodes:
+            if n in self.rep or n.op == "output":
+                continue
+            if root_ops is None or self.op_name(n) in root_ops:
+                yield n
+
+
+def _to_args(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """``x.to(torch.bool)``, ``x.to(dtype=...)``, ``x.to(device, dtype)``: keep the dtype only
+    (``to(x, dtype)``; None when only the device changes)."""
+    dtype = kwargs.get("dtype")
+    for a in args[1:]:
+        if isinstance(a, torch.dtype):
+            dtype = a
+        elif isinstance(a, Node):  # x.to(other): dtype and device of other
+            return (args[0], a), {}
+    return (args[0], dtype), {}
+
+
+# ---------------------------------------------------------------------------------------------
+# Patterns over graphs
+
+
+def resolve(pattern: Any) -> tuple[Program, Definition]:
+    """The program Δ and definition of a pattern: a ``@pattern`` object (``.program`` and
+    ``.definition``), a core Definition, or a ``(program, definition)`` pair."""
+    if isinstance(pattern, tuple) and len(pattern) == 2:
+        return dict(pattern[0]), pattern[1]
+    if isinstance(pattern, Definition):
+        return {pattern.name: pattern}, pattern
+    program = getattr(pattern, "program", None)
+    definition = getattr(pattern, "definition", None)
+    if program is not None and isinstance(definition, Definition):
+        prog = dict(program)
+        prog.setdefault(definition.name, definition)
+        return prog, definition
+    raise TypeError(f"not a pattern: {pattern!r}")
+
+
+def root_ops(program: Program, p: Pattern, _active: frozenset[str] = frozenset()) -> frozenset[str] | None:
+    """Operator names a match of p can have at its root, or None when any term (or literal)
+    can be the root (a variable, a wildcard or an operator variable at the root)."""
+    match p:
+        case Op(name):
+            return frozenset((name,))
+        case Alt(left, right):
+            a, b = root_ops(program, left, _active), root_ops(program, right, _active)
+            return None if a is None or b is None else a | b
+        case Exists(_, body) | Guard(body, _) | Then(body, _, _):
+            return root_ops(program, body, _active)
+        case Call(name):
+            if name in _active or name not in program:
+                return frozenset()  # a left-recursive call adds no new root (rejected by check)
+            return root_ops(program, program[name].body, _active | {name})
+    from .syntax import Fail, Lit
+
+    if isinstance(p, (Fail, Lit)):
+        return frozenset()
+    return None
+
+
+def call_of(definition: Definition) -> Call:
+    """The call ``P(y1..yn)`` that matches a definition with its own parameter names."""
+    return Call(definition.name, definition.params, span=definition.span)
+
+
+def match_graph(pattern: Any, graph: torch.fx.Graph | torch.fx.GraphModule, **bound: Any) -> list[Match]:
+    """Every match of a pattern at every node of a graph, in graph order (nodes whose operator
+    cannot be the pattern's root are skipped by a root-operator index). ``bound`` fixes some
+    parameters: fx nodes or literals."""
+    program, definition = resolve(pattern)
+    view = GraphView(graph)
+    sigma = {k: view.value(v) for k, v in bound.items()}
+    interp = Interpreter(program)
+    call = call_of(definition)
+    out: list[Match] = []
+    for node in view.candidates(root_ops(program, call)):
+        t = view.term(node)
+        seen: list[Match] = []
+        for s, region in interp.run(call, t, dict(sigma)):
+            m = Match(s, region, t, definition.name)
+            if m not in seen:  # alternatives can yield the same match twice (§4 allows it)
+                seen.append(m)
+        out.extend(seen)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Shape propagation
+
+
+def has_types(graph: torch.fx.Graph) -> bool:
+    """True when the graph's inputs carry example values (so shapes and dtypes are known)."""
+    phs = [n for n in graph.nodes if n.op == "placeholder"]
+    return all(meta_value(n) is not None for n in phs)
+
+
+def propagate_types(gm: torch.fx.GraphModule, example_inputs: Iterable[Any]) -> None:
+    """Record ``meta["val"]`` on every node by running the graph on fake tensors made from the
+    example inputs (real tensors or fake ones; symbolic sizes stay symbolic)."""
+    from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
+    from torch.fx.passes.fake_tensor_prop import FakeTensorProp
+
+    inputs = list(example_inputs)
+    mode = next((a.fake_mode for a in inputs if isinstance(a, FakeTensor)), None)
+    if mode is None:
+        mode = FakeTensorMode(allow_non_fake_inputs=True)
+        inputs = [mode.from_tensor(a) if isinstance(a, torch.Tensor) else a for a in inputs]
+    FakeTensorProp(gm, mode).propagate_dont_convert_inputs(*inputs)
+
+
+def infer_value(node: Node, owner: torch.nn.Module | None = None) -> Any:
+    """An example value for a node inserted by a rewrite, computed from its inputs' example
+    values (fake tensors under their fake mode, or meta tensors made from static shapes)."""
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    vals: list[Any] = []
+    missing = False
+
+    def conv(n: Node) -> Any:
+        nonlocal missing
+        v = meta_value(n)
+        if n.op == "get_attr" and v is None and owner is not None:
+            v = _fetch_attr(owner, str(n.target))
+        if v is None:
+            missing = True
+        vals.append(v)
+        return v
+
+    args = torch.fx.node.map_arg(node.args, conv)
+    kwargs = torch.fx.node.map_arg(node.kwargs, conv)
+    if missing:
+        return None
+    mode = next((v.fake_mode for v in vals if isinstance(v, FakeTensor)), None)
+
+    def to_meta(v: Any) -> Any:
+        if isinstance(v, torch.Tensor) and not isinstance(v, FakeTensor):
+            if mode is not None:
+                return mode.from_tensor(v)
+            return torch.empty_strided(v.shape, v.stride(), dtype=v.dtype, device="meta")
+        if not isinstance(v, torch.Tensor) and hasattr(v, "shape") and hasattr(v, "dtype"):
+            return torch.empty(tuple(v.shape), dtype=v.dtype, device="meta")
+        return v
+
+    args = _map_values(args, to_meta)
+    kwargs = _map_values(kwargs, to_meta)
+    fn: Any
+    if node.op == "call_function":
+        fn = node.target
+    elif node.op == "call_method":
+        self_, *rest = args
+        fn, args = getattr(self_, str(node.target)), tuple(rest)
+    elif node.op == "call_module" and owner is not None:
+        fn = owner.get_submodule(str(node.target))
+    elif node.op == "get_attr" and owner is not None:
+        return _fetch_attr(owner, str(node.target))
+    else:
+        return None
+    if mode is not None:
+        with mode:
+            return fn(*args, **kwargs)
+    return fn(*args, **kwargs)
+
+
+def _map_values(a: Any, f: Callable[[Any], Any]) -> Any:
+    if isinstance(a, (list, tuple)):
+        return type(a)(_map_values(x, f) for x in a)
+    if isinstance(a, dict):
+        return {k: _map_values(v, f) for k, v in a.items()}
+    return f(a)
+
+
+def _fetch_attr(owner: torch.nn.Module, qual: str) -> Any:
+    obj: Any = owner
+    for part in qual.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            return None
+    return obj
+
+
+def fetch_attr(owner: torch.nn.Module, qual: str) -> Any:
+    """The value behind a ``get_attr`` target (None if absent)."""
+    return _fetch_attr(owner, qual)
+
+
+def node_source(node: Node) -> str:
+    """A one-line description of a node for reports: ``%name = op(args)``."""
+    def show(a: Any) -> str:
+        if isinstance(a, Node):
+            return f"%{a.name}"
+        if isinstance(a, (list, tuple)):
+            return "(" + ", ".join(show(x) for x in a) + ")"
+        return repr(a)
+
+    if node.op == "placeholder":
+        return f"%{node.name} = input"
+    if node.op == "get_attr":
+        return f"%{node.name} = get_attr {node.target}"
+    name = target_name(node, node.graph.owning_module)
+    parts = [show(a) for a in node.args] + [f"{k}={show(v)}" for k, v in node.kwargs.items()]
+    return f"%{node.name} = {name}({', '.join(parts)})"
+
+
+__all__ = ["FxTerm", "GraphView", "ParamTerm", "cse", "cse_classes", "fetch_attr", "function_name",
+           "has_types", "infer_value", "is_impure", "match_graph", "meta_value", "node_source",
+           "propagate_types", "resolve", "root_ops", "size_value", "target_name"]
+
+
+
+# ---------------------------------------------------------------------------------------------
+# Mask analysis (a guard function): is a boolean mask provably the causal triangle?
+
+_LOWER, _UPPER = "lower", "strict-upper"  # True where j <= i / where j > i (top-left anchored)
+
+
+def _flip(kind: str | None) -> str | None:
+    return None if kind is None else (_UPPER if kind == _LOWER else _LOWER)
+
+
+def _all_true(t: Any) -> bool:
+    """A term whose every element is non-zero: ones, ones_like, full with a non-zero value."""
+    if not isinstance(t, TermView):
+        return False
+    if t.op in ("ones", "ones_like", "aten.ones", "aten.ones_like"):
+        return True
+    if t.op in ("full", "aten.full") and len(t.args) > 1 and not isinstance(t.args[1], TermView):
+        return bool(t.args[1])
+    if t.op in ("to", "aten._to_copy", "contiguous", "aten.clone"):
+        return _all_true(t.args[0]) if t.args else False
+    return False
+
+
+def _constant_triangle(tensor: Any) -> str | None:
+    """Kind of a concrete mask (a ``get_attr`` buffer): every leading plane equal to the same
+    top-left-anchored triangle."""
+    if not isinstance(tensor, torch.Tensor) or tensor.ndim < 2 or tensor.is_meta:
+        return None
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    if isinstance(tensor, FakeTensor):
+        return None
+    rows, cols = tensor.shape[-2:]
+    lower = torch.ones(rows, cols, dtype=torch.bool, device=tensor.device).tril()
+    b = tensor != 0
+    if bool((b == lower).all()):
+        return _LOWER
+    if bool((b == ~lower).all()):
+        return _UPPER
+    return None
+
+
+def _index_keeps_anchor(idx: Any, ndim: int | None) -> bool:
+    """An index that takes, in the last two dims, slices starting at 0 with step 1."""
+    if not isinstance(idx, tuple):
+        idx = (idx,)
+    if ndim is None:
+        return False
+    entries = [e for e in idx if e is not None]
+    if any(e is Ellipsis for e in entries):
+        k = entries.index(Ellipsis)
+        before, after = entries[:k], entries[k + 1:]
+        dims = list(range(len(before))) + list(range(ndim - len(after), ndim))
+        entries = before + after
+    else:
+        dims = list(range(len(entries)))
+    for d, e in zip(dims, entries):
+        if d < ndim - 2:
+            continue  # leading dims: every plane is the same triangle
+        if not isinstance(e, slice) or e.start not in (None, 0) or e.step not in (None, 1):
+            return False
+    return True
+
+
+def triangle_kind(t: Any, owner: torch.nn.Module | None = None) -> str | None:
+    """"lower" when the (boolean view of the) mask is True exactly where j <= i in its last two
+    dims, "strict-upper" when exactly where j > i, None when that cannot be proved."""
+    if not isinstance(t, TermView):
+        return None
+    op, args = t.op, t.args
+    if op == "get_attr":
+        if isinstance(t, ParamTerm):
+            return _constant_triangle(t.tensor)
+        owner = owner or t.node.graph.owning_module
+        return _constant_triangle(fetch_attr(owner, str(t.node.target))) if owner else None
+    if op in ("tril", "aten.tril") and len(args) > 1 and _all_true(args[0]) and args[1] == 0:
+        return _LOWER
+    if op in ("triu", "aten.triu") and len(args) > 1 and _all_true(args[0]) and args[1] == 1:
+        return _UPPER
+    if op in ("to", "contiguous", "aten._to_copy", "aten.clone", "aten.alias"):
+        return triangle_kind(args[0], owner)
+    if op in ("eq", "ne", "aten.eq", "aten.ne") and len(args) > 1 and not isinstance(args[1], TermView):
+        inner = triangle_kind(args[0], owner)
+        zero = args[1] == 0 or args[1] is False
+        one = args[1] == 1 or args[1] is True
+        if not (zero or one):
+            return None
+        flip = (op.endswith("eq") and zero) or (op.endswith("ne") and one)
+        return _flip(inner) if flip else inner
+    if op in ("logical_not", "aten.logical_not") or (
+            op in ("bitwise_not", "aten.bitwise_not") and args and isinstance(args[0], TermView)
+            and args[0].dtype == torch.bool):
+        return _flip(triangle_kind(args[0], owner))
+    if op in ("getitem", "aten.slice") and args:
+        base = args[0]
+        if op == "getitem":
+            ok = isinstance(base, TermView) and _index_keeps_anchor(args[1], base.ndim)
+        else:  # aten.slice(x, dim, start, end, step)
+            nd = base.ndim if isinstance(base, TermView) else None
+            dim = args[1] if len(args) > 1 else 0
+            ok = nd is not None and isinstance(dim, int) and (
+                (dim % nd) < nd - 2 or (args[2] in (None, 0) and args[4] in (None, 1)))
+        return triangle_kind(base, owner) if ok else None
+    if op in ("view", "reshape", "expand", "unsqueeze", "aten.view", "aten.reshape", "aten.expand",
+              "aten.unsqueeze", "aten._unsafe_view") and args:
+        base = args[0]
+        if isinstance(base, TermView) and base.shape is not None and t.shape is not None \
+                and len(base.shape) >= 2 and len(t.shape) >= 2 \
+                and _same_sizes(base.shape[-2:], t.shape[-2:]):
+            return triangle_kind(base, owner)
+        return None
+    return None
+
+
+def _same_sizes(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
+    from .guards import eq3
+
+    return eq3(tuple(a), tuple(b)) is True
+
+
+def causal_mask(mask: Any, scores: Any) -> bool:
+    """Guard function: ``mask`` (the condition of ``masked_fill(scores, mask, -inf)``) is provably
+    the strict upper triangle over the last two dims of ``scores``, so that the fill leaves
+    exactly what ``is_causal=True`` leaves. False whenever that cannot be proved (a mask that is
+    a graph input, a shifted diagonal, an unknown shape)."""
+    if not isinstance(mask, TermView) or not isinstance(scores, TermView):
+        return False
+    if mask.shape is None or scores.shape is None or len(mask.shape) < 2 or len(scores.shape) < 2:
+        return False
+    if not _same_sizes(mask.shape[-2:], scores.shape[-2:]):
+        return False
+    return triangle_kind(mask) == _UPPER
+
+
+def _register_guards() -> None:
+    from .guards import guard_function, known_functions
+
+    if "causal_mask" not in known_functions():
+        guard_function(causal_mask, name="causal_mask")
+
+
+_register_guards()

@@ -1,0 +1,455 @@
+"""Rules and the rewrite driver (ARCHITECTURE.md, "Rewriting semantics").
+
+A :class:`Rule` pairs a pattern with a Python body. At rewrite time the body runs on fx
+proxies for the pattern's bound variables (literal bindings as plain values, unbound ones as
+None) and returns the replacement value, or None / :class:`Decline` to decline.
+
+:meth:`RewritePass.apply` is a pipeline of small steps, each a function of its own:
+
+1. :func:`~pypm.fx.cse` merges common subexpressions, so that term equality is node identity;
+2. a root-operator index picks, for each node (outputs to inputs), the rules whose pattern can
+   have that node's operator at its root, by priority;
+3. the interpreter yields matches (immutable :class:`~pypm.match.Match`); for each,
+   :func:`unsafe_reason` checks the region (no intermediate escapes, nothing impure);
+4. :func:`_run_body` traces the body's replacement in front of the root; :func:`_type_check`
+   requires the root's shape and dtype;
+5. :func:`_commit` rewires the root's users and removes the dead region;
+6. sweeps repeat to a fixpoint (a cap names the rules that keep rewriting); then
+   ``graph.lint()``.
+
+Every rewrite and every declined or unsafe match lands in the :class:`RewriteReport`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.fx
+
+from .errors import PypmError, RewriteError, Source, Span
+from .fx import (
+    FxTerm,
+    GraphView,
+    ParamTerm,
+    call_of,
+    cse,
+    has_types,
+    infer_value,
+    is_impure,
+    meta_value,
+    node_source,
+    propagate_types,
+    resolve,
+    root_ops,
+    size_value,
+)
+from .match import Interpreter, Match
+from .syntax import Call, Definition, Program
+from .terms import TermView
+
+Node = torch.fx.Node
+
+MAX_MATCHES_PER_ROOT = 64  # alternatives can multiply; the first accepted match wins anyway
+
+
+class Decline(Exception):
+    """Raised by a rule body to decline a match with a reason (returning None also declines)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Rules
+
+
+@dataclass(frozen=True, eq=False)
+class Rule:
+    """A pattern and the body that builds its replacement; identity, priority and location."""
+
+    pattern: Any
+    fn: Callable[..., Any]
+    name: str
+    priority: int
+    program: Program
+    definition: Definition
+    span: Span | None
+    params: tuple[str, ...]  # the pattern parameters the body receives
+
+    @property
+    def call(self) -> Call:
+        return call_of(self.definition)
+
+    def __repr__(self) -> str:
+        return f"<rule {self.name} ({self.definition.name}, priority {self.priority}) at {self.span}>"
+
+
+def _fn_span(fn: Callable[..., Any]) -> Span | None:
+    try:
+        file = inspect.getsourcefile(fn) or "<unknown>"
+        line = fn.__code__.co_firstlineno
+        text = Path(file).read_text() if Path(file).is_file() else ""
+    except (TypeError, OSError, AttributeError):
+        return None
+    return Span(Source(file, text), line, 1)
+
+
+def rule(pattern: Any, *, name: str | None = None, priority: int = 0) -> Callable[[Callable[..., Any]], Rule]:
+    """Make a rule from a pattern and a body: ``@rule(Attention, name="...", priority=10)``.
+
+    The body's parameters must be parameters of the pattern (it may take fewer). Higher
+    priority rules are tried first at a node. Ill-formed rules are rejected here.
+    """
+    def make(fn: Callable[..., Any]) -> Rule:
+        span = _fn_span(fn)
+        rule_name = name or fn.__name__
+        try:
+            program, definition = resolve(pattern)
+        except TypeError:
+            raise RewriteError(f"rule {rule_name}: {pattern!r} is not a pattern", span,
+                               pattern=rule_name) from None
+        sig = inspect.signature(fn)
+        takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values())
+        wanted = [p.name for p in sig.parameters.values()
+                  if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)]
+        unknown = [w for w in wanted if w not in definition.params]
+        if unknown:
+            raise RewriteError(
+                f"rule {rule_name} takes {', '.join(unknown)}, which pattern {definition.name} does "
+                f"not bind", span, pattern=rule_name,
+                hint=f"the pattern's parameters are: {', '.join(definition.params)}")
+        params = definition.params if takes_all else tuple(wanted)
+        return Rule(pattern, fn, rule_name, priority, program, definition, span, params)
+
+    return make
+
+
+# ---------------------------------------------------------------------------------------------
+# Reports
+
+
+def _show_binding(v: Any) -> str:
+    if isinstance(v, FxTerm):
+        return f"%{v.node.name}"
+    if isinstance(v, ParamTerm):
+        return v.qualname
+    if isinstance(v, TermView):
+        return f"<{v.op}>"
+    return repr(v)
+
+
+@dataclass(frozen=True)
+class Rewrite:
+    """One applied rewrite: which rule, at which root, with which bindings, giving which node."""
+
+    rule: str
+    root: str
+    root_source: str
+    bindings: dict[str, str]
+    replacement: str
+
+    def __str__(self) -> str:
+        b = ", ".join(f"{k}={v}" for k, v in self.bindings.items())
+        return f"{self.rule}: {self.root_source}  ->  %{self.replacement}  [{b}]"
+
+
+@dataclass(frozen=True)
+class Skip:
+    """A match that was not rewritten: ``kind`` is "declined" (the body said no) or "unsafe"
+    (the region check or the type check failed), with the reason in words."""
+
+    rule: str
+    root: str
+    kind: str
+    reason: str
+    bindings: dict[str, str] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return f"{self.rule} at %{self.root}: {self.kind}: {self.reason}"
+
+
+@dataclass
+class RewriteReport:
+    """What a :class:`RewritePass` did to one graph."""
+
+    rewrites: list[Rewrite] = field(default_factory=list)
+    skipped: list[Skip] = field(default_factory=list)
+    sweeps: int = 0
+    nodes_before: int = 0
+    nodes_after: int = 0
+    seconds: float = 0.0
+
+    def counts(self) -> dict[str, int]:
+        """Rewrites per rule name."""
+        out: dict[str, int] = {}
+        for r in self.rewrites:
+            out[r.rule] = out.get(r.rule, 0) + 1
+        return out
+
+    def reasons(self) -> list[str]:
+        """The reasons of every skipped match, in order."""
+        return [s.reason for s in self.skipped]
+
+    def __bool__(self) -> bool:
+        return bool(self.rewrites)
+
+    def __str__(self) -> str:
+        lines = [f"{len(self.rewrites)} rewrite(s) in {self.sweeps} sweep(s), "
+                 f"{self.nodes_before} -> {self.nodes_after} nodes, {self.seconds * 1e3:.1f} ms"]
+        lines += [f"  rewrote  {r}" for r in self.rewrites]
+        lines += [f"  skipped  {s}" for s in self.skipped]
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Steps
+
+
+def region_nodes(match: Match) -> list[Node]:
+    """The graph nodes a match consumed (root first, each once)."""
+    seen: dict[Node, None] = {}
+    for t in match.region:
+        if isinstance(t, FxTerm):
+            seen.setdefault(t.node, None)
+    return list(seen)
+
+
+def unsafe_reason(match: Match, root: Node, owner: torch.nn.Module | None = None) -> str | None:
+    """Why replacing the match's region would change the program, or None if it is safe: an
+    intermediate used outside the region (it must survive, and would be computed twice), or an
+    impure node (random, in-place) inside it."""
+    nodes = region_nodes(match)
+    inside = set(nodes)
+    for n in nodes:
+        if is_impure(n, None, owner):
+            return f"%{n.name} ({node_source(n)}) is impure (random, in-place or I/O)"
+    for n in nodes:
+        if n is root:
+            continue
+        for u in n.users:
+            if u not in inside:
+                return (f"intermediate %{n.name} ({node_source(n)}) is also used by %{u.name} "
+                        f"({node_source(u)}) outside the match")
+    return None
+
+
+def _new_nodes(marker: Node, root: Node) -> list[Node]:
+    """Nodes inserted between ``marker`` and ``root`` (what a rule body created), in order."""
+    out = []
+    n = marker.next
+    while n is not root:
+        out.append(n)
+        n = n.next
+    return out
+
+
+def _remove(nodes: Sequence[Node]) -> None:
+    for n in reversed(nodes):
+        if not n.users:
+            n.graph.erase_node(n)
+
+
+def _argument(v: Any, tracer: Any, graph: torch.fx.Graph) -> Any:
+    """A bound value as the body sees it: terms as proxies, literals as themselves."""
+    if isinstance(v, FxTerm):
+        return torch.fx.Proxy(v.node, tracer)
+    if isinstance(v, ParamTerm):
+        return torch.fx.Proxy(graph.get_attr(v.qualname), tracer)
+    if isinstance(v, tuple):
+        return tuple(_argument(x, tracer, graph) for x in v)
+    return v
+
+
+def _run_body(rule: Rule, match: Match, root: Node) -> tuple[Node | None, str | None]:
+    """Run the rule body in front of the root. Returns (replacement node, None), or (None, the
+    reason it declined). Nodes the body created are removed again when it declines."""
+    graph = root.graph
+    marker = root.prev
+    tracer = torch.fx.proxy.GraphAppendingTracer(graph)
+    with graph.inserting_before(root):
+        kwargs = {p: _argument(match.bindings.get(p), tracer, graph) for p in rule.params}
+        try:
+            out = rule.fn(**kwargs)
+        except Decline as d:
+            _remove(_new_nodes(marker, root))
+            return None, str(d) or "the rule declined"
+        except PypmError:
+            _remove(_new_nodes(marker, root))
+            raise
+        except Exception as e:
+            _remove(_new_nodes(marker, root))
+            raise RewriteError(f"rule {rule.name} failed at %{root.name}: {type(e).__name__}: {e}",
+                               rule.span, pattern=rule.name) from e
+    if isinstance(out, torch.fx.Proxy):
+        out = out.node
+    if out is None:
+        _remove(_new_nodes(marker, root))
+        return None, "the rule returned None"
+    if not isinstance(out, Node):
+        _remove(_new_nodes(marker, root))
+        raise RewriteError(f"rule {rule.name} returned {type(out).__name__}, not a graph value",
+                           rule.span, pattern=rule.name)
+    return out, None
+
+
+def _show_type(v: Any) -> str:
+    shape = tuple(size_value(s) for s in v.shape) if hasattr(v, "shape") else None
+    return f"{getattr(v, 'dtype', '?')}{list(shape) if shape is not None else ''}"
+
+
+def _type_check(new: list[Node], out: Node, root: Node) -> str | None:
+    """Give new nodes example values and compare the replacement's type with the root's."""
+    owner = root.graph.owning_module
+    key = "val" if "val" in root.meta or "example_value" not in root.meta else "example_value"
+    for n in new:
+        if meta_value(n) is None:
+            try:
+                val = infer_value(n, owner)
+            except Exception as e:
+                return f"the replacement fails on the example values: {type(e).__name__}: {e}"
+            if val is not None:
+                n.meta[key] = val
+    want, got = meta_value(root), meta_value(out)
+    if want is None:
+        return "the graph has no shape information to check the replacement against " \
+               "(pass example_inputs to RewritePass.apply)"
+    if got is None:
+        return "could not compute the replacement's shape"
+    from .guards import eq3
+
+    ws = tuple(size_value(s) for s in want.shape)
+    gs = tuple(size_value(s) for s in got.shape)
+    if eq3(ws, gs) is not True or want.dtype != got.dtype:
+        return f"the replacement has type {_show_type(got)} but the root has {_show_type(want)}"
+    return None
+
+
+def _commit(out: Node, root: Node, match: Match, view: GraphView, erased: set[Node]) -> None:
+    """Rewire the root's users to the replacement and remove the dead region."""
+    for k in ("stack_trace", "nn_module_stack", "source_fn_stack"):
+        if k in root.meta and k not in out.meta:
+            out.meta[k] = root.meta[k]
+    root.replace_all_uses_with(out)
+    region = region_nodes(match)
+    changed = True
+    while changed:
+        changed = False
+        for n in region:
+            if n not in erased and not n.users:
+                n.graph.erase_node(n)
+                view.forget(n)
+                erased.add(n)
+                changed = True
+
+
+# ---------------------------------------------------------------------------------------------
+# The driver
+
+
+class RewritePass:
+    """Apply rules to a graph until none applies (ARCHITECTURE.md, "Rewriting semantics")."""
+
+    def __init__(self, rules: Iterable[Rule], *, max_sweeps: int = 10):
+        self.rules = sorted(rules, key=lambda r: -r.priority)  # stable: declaration order on ties
+        for r in self.rules:
+            if not isinstance(r, Rule):
+                raise RewriteError(f"RewritePass takes rules made with @rule, not {type(r).__name__}")
+        self.max_sweeps = max_sweeps
+        self._index: dict[str, list[Rule]] = {}
+        self._anywhere: list[Rule] = []
+        for r in self.rules:
+            ops = root_ops(r.program, r.call)
+            if ops is None:
+                self._anywhere.append(r)
+            else:
+                for op in ops:
+                    self._index.setdefault(op, []).append(r)
+        if self._anywhere:
+            for op, rs in self._index.items():
+                self._index[op] = sorted(rs + self._anywhere, key=lambda r: -r.priority)
+
+    def rules_for(self, op: str) -> list[Rule]:
+        """The rules whose pattern may have ``op`` at its root, highest priority first."""
+        return self._index.get(op, self._anywhere)
+
+    def apply(self, gm: torch.fx.GraphModule, example_inputs: Sequence[Any] | None = None) -> RewriteReport:
+        """Rewrite ``gm`` in place and return the report. Shapes and dtypes come from node
+        metadata; when the graph has none, ``example_inputs`` are propagated as fake tensors."""
+        start = time.perf_counter()
+        graph = gm.graph
+        report = RewriteReport(nodes_before=len(graph.nodes))
+        if example_inputs is not None and not has_types(graph):
+            propagate_types(gm, example_inputs)
+        seen_skips: set[tuple[str, str, str]] = set()
+        for sweep in range(1, self.max_sweeps + 1):
+            report.sweeps = sweep
+            applied = self._sweep(gm, report, seen_skips)
+            if not applied:
+                break
+        else:
+            names = sorted(set(applied))
+            first = next(r for r in self.rules if r.name == names[0])
+            raise RewriteError(
+                f"no fixpoint after {self.max_sweeps} sweeps: rule(s) {', '.join(names)} keep "
+                f"rewriting (their replacements match again)", first.span, pattern=first.name)
+        graph.lint()
+        gm.recompile()
+        report.nodes_after = len(graph.nodes)
+        report.seconds = time.perf_counter() - start
+        return report
+
+    def _sweep(self, gm: torch.fx.GraphModule, report: RewriteReport,
+               seen_skips: set[tuple[str, str, str]]) -> list[str]:
+        """One sweep from outputs to inputs; returns the names of the rules applied."""
+        cse(gm)
+        view = GraphView(gm, cse=False)
+        erased: set[Node] = set()
+        applied: list[str] = []
+        for node in reversed(list(gm.graph.nodes)):
+            if node in erased or node.op in ("output", "placeholder"):
+                continue
+            for r in self.rules_for(view.op_name(node)):
+                done = self._try(r, view, node, report, seen_skips, erased)
+                if done:
+                    applied.append(r.name)
+                    break
+        return applied
+
+    def _try(self, r: Rule, view: GraphView, node: Node, report: RewriteReport,
+             seen_skips: set[tuple[str, str, str]], erased: set[Node]) -> bool:
+        term = view.term(node)
+        interp = Interpreter(r.program)
+        for i, (sigma, region) in enumerate(interp.run(r.call, term, {})):
+            if i >= MAX_MATCHES_PER_ROOT:
+                break
+            m = Match(sigma, region, term, r.definition.name)
+            bindings = {k: _show_binding(v) for k, v in sigma.items() if k in r.definition.params}
+            reason = unsafe_reason(m, node, view.owner)
+            kind = "unsafe"
+            out = None
+            if reason is None:
+                marker = node.prev
+                out, reason = _run_body(r, m, node)
+                kind = "declined"
+                if out is not None:
+                    new = _new_nodes(marker, node)
+                    reason = _type_check(new, out, node)
+                    kind = "unsafe"
+                    if reason is not None:
+                        _remove(new)
+            if reason is None and out is not None:
+                report.rewrites.append(Rewrite(r.name, node.name, node_source(node), bindings, out.name))
+                _commit(out, node, m, view, erased)
+                return True
+            key = (r.name, node.name, reason or "")
+            if key not in seen_skips:
+                seen_skips.add(key)
+                report.skipped.append(Skip(r.name, node.name, kind, reason or "", bindings))
+        return False
+
+
+__all__ = ["Decline", "Rewrite", "RewritePass", "RewriteReport", "Rule", "Skip", "region_nodes", "rule",
+           "unsafe_reason"]
