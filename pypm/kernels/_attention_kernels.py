@@ -176,7 +176,8 @@ def _prune_by_head_dim(configs, named_args, **kwargs):
     head dims take tiles of at least 64×64 elements (enough work per program)."""
     if len(configs) == 1:
         return configs
-    big = named_args["BLOCK_D"] > 128
+    # constexpr arguments arrive in kwargs on some Triton versions, in named_args on others
+    big = {**kwargs, **named_args}["BLOCK_D"] > 128
     keep = [c for c in configs
             if ((c.kwargs["BLOCK_M"] <= 64 and c.kwargs["BLOCK_N"] <= 64) if big
                 else c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] >= 64 * 64)]
