@@ -106,10 +106,10 @@ def measure(name, fn, q, k, v, g, causal, f):
     return (f / t_f / 1e9, 3.5 * f / t_fb / 1e9, t_f, t_fb)
 
 
-def run_bench(out_dir: str | None, full: bool) -> list[dict]:
+def run_bench(out_dir: str | None, full: bool, only: list[str] | None = None) -> list[dict]:
     torch.manual_seed(0)
     rows = []
-    meths = methods()
+    meths = {n: f for n, f in methods().items() if not only or n in only}
     for (b, h, s, d) in bench_shapes(full):
         for causal in (False, True):
             q, k, v = [torch.randn(b, h, s, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
@@ -117,6 +117,7 @@ def run_bench(out_dir: str | None, full: bool) -> list[dict]:
             g = torch.randn_like(q)
             f = flops(b, h, s, d, causal)
             row = {"shape": (b, h, s, d), "causal": causal}
+            row.update({p: (None, None) for p in PEERS})
             for name, fn in meths.items():
                 big = b * h * s * s * 10 > EAGER_BYTES_LIMIT
                 if name in ("eager", "compile") and big:
@@ -236,6 +237,7 @@ def main():
     ap.add_argument("--no-bench", action="store_true")
     ap.add_argument("--quick", action="store_true", help="fewer shapes")
     ap.add_argument("--out", default=os.environ.get("OUT"))
+    ap.add_argument("--only", nargs="*", help="methods to time (default: all)")
     args = ap.parse_args()
     import triton
     print(f"GPU {torch.cuda.get_device_name()} torch {torch.__version__} triton {triton.__version__}",
@@ -244,7 +246,7 @@ def main():
         print("CHECK FAILED", flush=True)
     if not args.no_bench:
         print_header()
-        run_bench(args.out, full=not args.quick)
+        run_bench(args.out, full=not args.quick, only=args.only)
 
 
 if __name__ == "__main__":
