@@ -13,9 +13,10 @@ from __future__ import annotations
 import inspect
 import sys
 import textwrap
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from .check import check_program
 from .errors import PatternImportError, PypmError, ScopeError, Source, Span, UnknownPatternError
@@ -357,14 +358,18 @@ def _all_errors(path: Path) -> list[PypmError]:
                 if name in mod.patterns:
                     imported[alias] = mod.patterns[name]
                     known[alias] = mod.patterns[name].params
-        parsed = parse_module(text, str(path), known_patterns=known)
+        errors: list[PypmError] = []
+        parsed = parse_module(text, str(path), known_patterns=known, errors=errors)
     except PypmError as e:
         return [e]
     program: Program = {}
     for pdef in imported.values():
         program.update(pdef.program)
     program.update(parsed.definitions)
-    return check_program(program, list(parsed.definitions))
+    failed = {e.pattern for e in errors}
+    errors += [e for e in check_program(program, list(parsed.definitions))
+               if not (isinstance(e, UnknownPatternError) and any(f"`{n}`" in e.message for n in failed))]
+    return sorted(errors, key=lambda e: (e.line or 0, e.col or 0))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -223,6 +223,13 @@ def _syntax_error(exc: Exception, source: Source, line_offset: int) -> PatternSy
         value = str(token)
         expected = set(getattr(exc, "expected", ()) or ())
         if tok_type == "_INDENT":
+            lines = source.text.splitlines()
+            ln = line + 1
+            while ln <= len(lines) and (not lines[ln - 1].strip() or lines[ln - 1].lstrip().startswith("#")):
+                ln += 1
+            if ln <= len(lines):
+                c = len(lines[ln - 1]) - len(lines[ln - 1].lstrip()) + 1
+                span = Span(source, ln + line_offset, c, ln + line_offset, c + 1)
             return PatternSyntaxError("unexpected indentation", span)
         if tok_type in ("_DEDENT", "$END") and "_INDENT" in expected:
             return PatternSyntaxError("expected an indented body after `:`", span)
@@ -946,11 +953,14 @@ def _attach(p: Pattern, g: GExpr, sp: Span, before: frozenset[str]) -> Pattern:
 
 
 def parse_module(text: str, filename: str = "<string>", *, line_offset: int = 0,
-                 known_patterns: dict[str, tuple[str, ...]] | None = None) -> ParsedModule:
+                 known_patterns: dict[str, tuple[str, ...]] | None = None,
+                 errors: list[PypmError] | None = None) -> ParsedModule:
     """Parse a pattern file (or a ``@pattern`` function's source) into core definitions.
 
     ``known_patterns`` maps names of patterns defined elsewhere (``@pattern`` objects in scope)
-    to their parameters; calls of them are pattern calls. Raises PypmError subclasses.
+    to their parameters; calls of them are pattern calls. Raises PypmError subclasses; when an
+    ``errors`` list is given, a definition that fails to desugar is left out and its error
+    appended instead, so that ``pypm check`` can report every mistake of a file.
     """
     source = Source(filename, text, line_offset)
     tree = _lark_parse(Source(filename, text, 0), line_offset)
@@ -973,7 +983,12 @@ def parse_module(text: str, filename: str = "<string>", *, line_offset: int = 0,
     out = ParsedModule(source, imports=imports)
     for d in sdefs:
         kw_arities = {k: v for k, v in arities.items() if v or k in seen}
-        out.definitions[d.name] = _Desugar(d, names, kw_arities).definition()
+        try:
+            out.definitions[d.name] = _Desugar(d, names, kw_arities).definition()
+        except PypmError as e:
+            if errors is None:
+                raise
+            errors.append(e)
     return out
 
 

@@ -1,0 +1,51 @@
+"""The root-operator index finds exactly the matches that trying every node finds."""
+
+from __future__ import annotations
+
+import pypm
+from pypm.index import candidates, match_everywhere, root_ops
+from pypm.syntax import Call
+from pypm.terms import parse, subterms
+
+NS = pypm.loads('''
+def Soft(x):
+    return softmax(x, -1) | log_softmax(x, -1)
+
+def Any(x):
+    return x
+
+def Layout(x):
+    return x | view(Layout(x), _)
+
+def Viewed(x):
+    return view(Layout(x), _) | neg(Viewed(x))
+
+def Pair(f: Op, x):
+    return f(x, x)
+''')
+
+TERM = parse("add(softmax(view(view(a, 1), 2), -1), log_softmax(neg(view(b, 3)), -1), f(c, c), "
+             "view(neg(a), 4))")
+
+
+def every_node(pdef, nodes):
+    return [m for n in nodes for m in pdef.matches(n)]
+
+
+def test_root_ops():
+    def ops(name):
+        d = NS[name]
+        return root_ops(d.program, Call(d.name, d.params))
+
+    assert ops("Soft") == {"softmax", "log_softmax"}
+    assert ops("Any") is None and ops("Layout") is None and ops("Pair") is None
+    assert ops("Viewed") == {"view", "neg"}
+
+
+def test_index_finds_the_same_matches_as_every_node():
+    nodes = list(subterms(TERM))
+    for pdef in NS:
+        want = every_node(pdef, nodes)
+        got = list(match_everywhere(pdef, nodes, first_only=False))
+        assert [(m.root, dict(m.bindings)) for m in got] == [(m.root, dict(m.bindings)) for m in want]
+        assert len(candidates(pdef, nodes)) <= len(nodes)
