@@ -1,0 +1,499 @@
+"""Hypothesis strategies for the conformance properties: programs Δ, terms, and test cases.
+
+* :func:`programs` draws well-formed programs (§5) by construction: several definitions with
+  guarded (mutual) recursion, every core construct (operator variables, ``∃``, guards from the
+  closed guard language, ``;``), threading the set of definitely-bound variables so that guards
+  and ``;`` only read what is bound, and ordering definitions so that every call that consumes
+  no operator goes to a later definition (so every cycle of calls passes under an operator).
+* :func:`terms` draws values with shared subterms over a small alphabet, so that random terms
+  and patterns meet often; :func:`positive_term` builds a term from a pattern so that it matches
+  (best effort: guards or ``;`` can still refuse it), and :func:`cases` mixes the two about half
+  and half.
+* :func:`ill_formed_programs` breaks one rule of §5 in a well-formed program and says which
+  error class the checker must report.
+
+All choices are hypothesis draws, so failures shrink to small programs and terms. The closed
+guard language and the alphabet are shared with the Coq differential test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from hypothesis import strategies as st
+
+from pypm.syntax import (
+    Alt,
+    Call,
+    Definition,
+    Exists,
+    Fail,
+    GBinary,
+    GCall,
+    GCompare,
+    GConst,
+    GExpr,
+    GName,
+    Guard,
+    GUnary,
+    Lit,
+    Op,
+    OpVar,
+    Pattern,
+    Program,
+    Then,
+    Var,
+    Wild,
+    free_vars,
+)
+from pypm.terms import Term, TermView, term_size
+
+from .declarative import guard_true
+
+# The alphabet shared by patterns and terms. Operators have no fixed arity (prefix arity is
+# part of what is tested); c and d are the usual leaves (graph inputs).
+OPERATORS = ("f", "g", "h", "aten.mm")
+LEAVES = ("c", "d")
+LITERALS: tuple[Any, ...] = (0, 1, "a", True, None, (0, 1))
+VALUE_PARAMS = ("x", "y", "z", "w")
+OP_PARAMS = ("o1", "o2")
+DEF_NAMES = ("P", "Q", "R", "S")
+MAIN = "Main"
+
+
+@dataclass(frozen=True)
+class Case:
+    """One conformance case: a program (with the query as definition ``Main``), the query
+    pattern (Main's body, matched at the root of ``value``) and the initial substitution."""
+
+    program: Program
+    pattern: Pattern
+    value: Any
+    sigma: dict[str, Any] = field(default_factory=dict)
+    positive: bool = False
+
+    @property
+    def params(self) -> tuple[str, ...]:
+        return self.program[MAIN].params
+
+
+# ---------------------------------------------------------------------------------------------
+# Guards (the closed guard language)
+
+
+def _guard(draw: Callable[..., Any], bound: list[str], ops: set[str], depth: int = 0) -> GExpr:
+    """True | False | a == b | a != b | not g | g and g | g or g; atoms bound variables or
+    literals (operator names for operator variables)."""
+    kind = draw(st.integers(0, 6 if depth < 2 else 2))
+    if kind == 0 or not bound:
+        return GConst(draw(st.booleans()))
+    if kind in (1, 2):
+        a = draw(st.sampled_from(bound))
+        if a in ops:
+            b: GExpr = GConst(draw(st.sampled_from(OPERATORS + LEAVES)))
+        elif draw(st.booleans()):
+            b = GName(draw(st.sampled_from(bound)))
+        else:
+            b = GConst(draw(st.sampled_from(LITERALS)))
+        return GCompare(GName(a), (("==" if kind == 1 else "!=", b),))
+    if kind in (3, 4):
+        return GUnary("not", _guard(draw, bound, ops, depth + 1))
+    return GBinary("and" if kind == 5 else "or", _guard(draw, bound, ops, depth + 1),
+                   _guard(draw, bound, ops, depth + 1))
+
+
+# ---------------------------------------------------------------------------------------------
+# Patterns, threading the definitely-bound variables of §5 (as a map to the number of operators
+# above the binding occurrence: a ``;`` continues at that depth).
+
+
+@dataclass
+class _Scope:
+    """What a definition body may refer to while it is generated."""
+
+    index: int                                  # position of the definition; Main is -1
+    values: list[str]                           # value variables in scope
+    ops: set[str]                               # operator variables in scope (a subset of names)
+    sigs: dict[str, Definition]                 # every definition's signature
+    binds: dict[str, frozenset[int]]            # parameter positions each generated one binds
+    order: dict[str, int]                       # definition index
+    fresh: list[int] = field(default_factory=lambda: [0])
+
+    def new_local(self) -> str:
+        self.fresh[0] += 1
+        return f"t{self.fresh[0]}"
+
+
+Bound = dict[str, int]
+
+
+def _meet(a: Bound, b: Bound) -> Bound:
+    return {x: min(a[x], b[x]) for x in a.keys() & b.keys()}
+
+
+def _occurs_depth(x: str, p: Pattern, d: int) -> int | None:
+    """Fewest operators above an occurrence of x in p (the count the checker uses for ``;``)."""
+    match p:
+        case Var(y):
+            return d if y == x else None
+        case OpVar(y, args) if y == x:
+            return d
+        case Op(_, args) | OpVar(_, args):
+            found = [f for f in (_occurs_depth(x, a, d + 1) for a in args) if f is not None]
+            return min(found) if found else None
+        case Alt(left, right) | Then(left, _, right):
+            found = [f for f in (_occurs_depth(x, left, d), _occurs_depth(x, right, d)) if f is not None]
+            return min(found) if found else None
+        case Exists(y, body):
+            return None if y == x else _occurs_depth(x, body, d)
+        case Guard(body, _):
+            return _occurs_depth(x, body, d)
+        case Call(_, xs):
+            return d if x in xs else None
+    return None
+
+
+# Constructors by number: 0 _, 1 x, 2 literal, 3 leaf operator or ⊥, 4 f(p̄), 5 x(p̄), 6 |, 7 ∃,
+# 8 call, 9 guard, 10 `;`. Leaves first (hypothesis shrinks towards them); compound patterns
+# repeated so that they are drawn more often than leaves while the budget lasts.
+_KINDS = (0, 1, 2, 3, 1, 4, 4, 5, 6, 6, 7, 8, 8, 8, 9, 10, 10)
+
+
+def _pattern(draw: Callable[..., Any], sc: _Scope, bound: Bound, depth: int,
+             budget: int) -> tuple[Pattern, Bound]:
+    """A pattern well-formed under ``bound``, and the variables bound after it."""
+    kind = draw(st.sampled_from(_KINDS if budget > 0 else _KINDS[:4]))
+    if kind == 0:
+        return Wild(), bound
+    if kind == 1:
+        if not sc.values:
+            return Wild(), bound
+        x = draw(st.sampled_from(sc.values))
+        return Var(x), {**bound, x: min(depth, bound.get(x, depth))}
+    if kind == 2:
+        return Lit(draw(st.sampled_from(LITERALS))), bound
+    if kind == 3:
+        if draw(st.integers(0, 3)) == 0:
+            return Op(draw(st.sampled_from(LEAVES)), ()), bound
+        return Fail() if draw(st.integers(0, 7)) == 0 else Wild(), bound
+    if kind in (4, 5):  # f(p1..pn) or x(p1..pn)
+        n = draw(st.integers(0, 3))
+        out = bound
+        head: str | None = None
+        if kind == 5 and sc.ops:
+            head = draw(st.sampled_from(sorted(sc.ops)))
+            out = {**out, head: min(depth, out.get(head, depth))}
+        args = []
+        for _ in range(n):
+            a, out = _pattern(draw, sc, out, depth + 1, (budget - 1) // max(n, 1))
+            args.append(a)
+        if head is not None:
+            return OpVar(head, tuple(args)), out
+        return Op(draw(st.sampled_from(OPERATORS)), tuple(args)), out
+    if kind == 6:  # p1 | p2
+        left, b1 = _pattern(draw, sc, bound, depth, budget // 2)
+        right, b2 = _pattern(draw, sc, bound, depth, budget // 2)
+        return Alt(left, right), _meet(b1, b2)
+    if kind == 7:  # ∃x. p: a new local (sometimes of operator kind), used in p
+        x = sc.new_local()
+        is_op = draw(st.integers(0, 4)) == 0
+        inner = _Scope(sc.index, sc.values if is_op else [*sc.values, x], sc.ops | ({x} if is_op else set()),
+                       sc.sigs, sc.binds, sc.order, sc.fresh)
+        body, out = _pattern(draw, inner, {k: d for k, d in bound.items() if k != x}, depth, budget - 1)
+        if x not in free_vars(body):
+            use: Pattern = OpVar(x, ()) if is_op else Var(x)
+            body, out = (Alt(use, body), _meet(out, {**bound, x: depth})) if draw(st.booleans()) else \
+                (Op(draw(st.sampled_from(OPERATORS)), (use, body)), {**out, x: depth + 1})
+        out = {k: d for k, d in out.items() if k != x}
+        return Exists(x, body), out
+    if kind == 8:  # P(x̄)
+        return _call(draw, sc, bound, depth)
+    if kind == 9:  # p ? g
+        body, out = _pattern(draw, sc, bound, depth, budget - 1)
+        return Guard(body, _guard(draw, sorted(out), sc.ops)), out
+    # p ; x ≍ q
+    body, out = _pattern(draw, sc, bound, depth, budget // 2)
+    candidates = sorted(x for x in out if x not in sc.ops)
+    if not candidates:
+        return body, out
+    x = draw(st.sampled_from(candidates))
+    seen = _occurs_depth(x, body, depth)
+    qdepth = out[x] if seen is None else min(out[x], seen)
+    if seen is None:
+        qdepth = min(qdepth, depth)
+    q, out2 = _pattern(draw, sc, out, qdepth, budget // 2)
+    return Then(body, x, q), out2
+
+
+def _call(draw: Callable[..., Any], sc: _Scope, bound: Bound, depth: int) -> tuple[Pattern, Bound]:
+    """A call of a definition: any definition under an operator, a later one otherwise."""
+    names = [n for n, i in sc.order.items() if depth > 0 or i > sc.index]
+    names = [n for n in names if not sc.sigs[n].op_params or sc.ops]
+    if not names or not sc.values:
+        return Wild(), bound
+    name = draw(st.sampled_from(sorted(names)))
+    d = sc.sigs[name]
+    args = tuple(draw(st.sampled_from(sorted(sc.ops) if y in d.op_params else sc.values)) for y in d.params)
+    out = dict(bound)
+    for i, x in enumerate(args):
+        if i in sc.binds.get(name, frozenset()):
+            out[x] = min(depth, out.get(x, depth))
+    return Call(name, args), out
+
+
+def _binds_params(d: Definition, binds: dict[str, frozenset[int]]) -> frozenset[int]:
+    """Parameter positions a body always binds, from definitions already generated (others are
+    assumed to bind nothing: fewer than the checker's greatest fixed point, so conservative)."""
+    def after(p: Pattern, b: frozenset[str]) -> frozenset[str]:
+        match p:
+            case Var(x):
+                return b | {x}
+            case Op(_, args) | OpVar(_, args):
+                b = b | ({p.var} if isinstance(p, OpVar) else frozenset())
+                for a in args:
+                    b = after(a, b)
+                return b
+            case Alt(left, right):
+                return after(left, b) & after(right, b)
+            case Exists(x, body):
+                inner = after(body, b - {x}) - {x}
+                return inner | {x} if x in b else inner
+            case Call(name, xs):
+                return b | {x for i, x in enumerate(xs) if i in binds.get(name, frozenset())}
+            case Guard(body, _):
+                return after(body, b)
+            case Then(body, _, q):
+                return after(q, after(body, b))
+        return b
+
+    got = after(d.body, frozenset())
+    return frozenset(i for i, y in enumerate(d.params) if y in got)
+
+
+@st.composite
+def programs(draw: Callable[..., Any], max_defs: int = 3, budget: int = 10) -> Program:
+    """A well-formed program: definitions P, Q, ... and ``Main`` (the query), as core ASTs."""
+    n = draw(st.integers(1, max_defs))
+    sigs: dict[str, Definition] = {}
+    for i in range(n):
+        k = draw(st.integers(1, 3))
+        params = list(VALUE_PARAMS[:k])
+        ops: frozenset[str] = frozenset()
+        if draw(st.integers(0, 3)) == 0:
+            params.append(OP_PARAMS[0])
+            ops = frozenset({OP_PARAMS[0]})
+        sigs[DEF_NAMES[i]] = Definition(DEF_NAMES[i], tuple(params), Fail(), ops)
+    order = {name: i for i, name in enumerate(sigs)}
+    binds: dict[str, frozenset[int]] = {}
+    program: Program = {}
+    fresh = [0]
+    for name in reversed(list(sigs)):  # later definitions first: unguarded calls go to them
+        s = sigs[name]
+        sc = _Scope(order[name], [y for y in s.params if y not in s.op_params], set(s.op_params),
+                    sigs, binds, order, fresh)
+        body, _ = _pattern(draw, sc, {}, 0, budget)
+        d = Definition(name, s.params, body, s.op_params)
+        binds[name] = _binds_params(d, binds)
+        program[name] = d
+    k = draw(st.integers(1, 3))
+    params = list(VALUE_PARAMS[:k])
+    ops = frozenset()
+    if draw(st.integers(0, 2)) == 0:
+        params.append(OP_PARAMS[1])
+        ops = frozenset({OP_PARAMS[1]})
+    sc = _Scope(-1, [y for y in params if y not in ops], set(ops), sigs, binds, order, fresh)
+    if draw(st.booleans()):  # most often the query is a call, as a rule's pattern is
+        body, _ = _call(draw, sc, {}, 0)
+    else:
+        body, _ = _pattern(draw, sc, {}, 0, budget)
+    program[MAIN] = Definition(MAIN, tuple(params), body, ops)
+    return dict(sorted(program.items(), key=lambda kv: (kv[0] != MAIN, kv[0])))
+
+
+# ---------------------------------------------------------------------------------------------
+# Terms
+
+
+def _leaf(draw: Callable[..., Any]) -> Any:
+    if draw(st.booleans()):
+        return Term(draw(st.sampled_from(LEAVES)), ())
+    return draw(st.sampled_from(LITERALS))
+
+
+@st.composite
+def terms(draw: Callable[..., Any], max_nodes: int = 7) -> Any:
+    """A value with shared subterms: nodes built bottom-up, each argument a fresh leaf or an
+    earlier node (the same object, as after CSE)."""
+    pool: list[Any] = [_leaf(draw)]
+    for _ in range(draw(st.integers(0, max_nodes))):
+        n = draw(st.integers(0, 3))
+        args = [pool[draw(st.integers(0, len(pool) - 1))] if draw(st.booleans()) else _leaf(draw)
+                for _ in range(n)]
+        pool.append(Term(draw(st.sampled_from(OPERATORS)), args))
+    return pool[-1]
+
+
+class _GiveUp(Exception):
+    pass
+
+
+def positive_term(draw: Callable[..., Any], program: Program, p: Pattern, fuel: int = 6) -> Any:
+    """A value built from p so that p matches it, as far as that is easy: variables bound twice
+    get the same value, ``;`` first builds the value of its variable from q, calls unfold up to
+    ``fuel`` times. Guards are not solved (a failing one just makes a negative case)."""
+    sigma: dict[str, Any] = {}
+
+    def inst(p: Pattern, sigma: dict[str, Any], fuel: int) -> Any:
+        match p:
+            case Wild() | Fail():
+                return draw(terms(max_nodes=1))
+            case Var(x):
+                if x not in sigma:
+                    sigma[x] = draw(terms(max_nodes=2))
+                return sigma[x]
+            case Lit(v):
+                return v
+            case Op(f, args):
+                vals = [inst(a, sigma, fuel) for a in args]
+                extra = [_leaf(draw) for _ in range(draw(st.integers(0, 1)))]
+                return Term(f, vals + extra)
+            case OpVar(x, args):
+                if not isinstance(sigma.get(x), str):
+                    sigma[x] = draw(st.sampled_from(OPERATORS + LEAVES))
+                return Term(sigma[x], [inst(a, sigma, fuel) for a in args])
+            case Alt(left, right):
+                first, second = (right, left) if draw(st.booleans()) else (left, right)
+                if fuel <= 0 and _has_call(first) and not _has_call(second):
+                    first = second
+                return inst(first, sigma, fuel)
+            case Exists(x, body):
+                saved = sigma.pop(x, _MISSING)
+                v = inst(body, sigma, fuel)
+                sigma.pop(x, None)
+                if saved is not _MISSING:
+                    sigma[x] = saved
+                return v
+            case Call(name, xs):
+                d = program.get(name)
+                if d is None or fuel <= 0:
+                    raise _GiveUp
+                frame = {y: sigma[x] for y, x in zip(d.params, xs) if x in sigma}
+                v = inst(d.body, frame, fuel - 1)
+                for y, x in zip(d.params, xs):
+                    if y in frame and x not in sigma:
+                        sigma[x] = frame[y]
+                return v
+            case Guard(body, cond):
+                v = inst(body, sigma, fuel)
+                guard_true(cond, sigma)
+                return v
+            case Then(body, x, q):
+                if x not in sigma:
+                    sigma[x] = inst(q, sigma, fuel)
+                return inst(body, sigma, fuel)
+        raise TypeError(f"not a core pattern: {p!r}")
+
+    try:
+        return inst(p, sigma, fuel)
+    except _GiveUp:
+        return draw(terms())
+
+
+_MISSING = object()
+
+
+def _has_call(p: Pattern) -> bool:
+    match p:
+        case Call():
+            return True
+        case Op(_, args) | OpVar(_, args):
+            return any(_has_call(a) for a in args)
+        case Alt(left, right) | Then(left, _, right):
+            return _has_call(left) or _has_call(right)
+        case Exists(_, body) | Guard(body, _):
+            return _has_call(body)
+    return False
+
+
+def _subvalues(v: Any) -> list[Any]:
+    from pypm.terms import subterms
+
+    return list(subterms(v))
+
+
+@st.composite
+def cases(draw: Callable[..., Any], max_defs: int = 3, budget: int = 10) -> Case:
+    """A program, a term (about half built from the query so that it matches) and an initial σ
+    (usually empty; sometimes binding a parameter to a subterm or operator name)."""
+    program = draw(programs(max_defs=max_defs, budget=budget))
+    main = program[MAIN]
+    positive = draw(st.booleans())
+    value = positive_term(draw, program, main.body) if positive else draw(terms())
+    sigma: dict[str, Any] = {}
+    if draw(st.integers(0, 3)) == 0:
+        x = draw(st.sampled_from(main.params))
+        subs = _subvalues(value)
+        if x in main.op_params:
+            names = [t.op for t in subs if isinstance(t, TermView)] or ["f"]
+            sigma[x] = draw(st.sampled_from(names))
+        else:
+            sigma[x] = draw(st.sampled_from(subs))
+    return Case(program, main.body, value, sigma, positive)
+
+
+def case_size(case: Case) -> tuple[int, int]:
+    """(term size, program size) of a case, for the summary."""
+    from pypm.syntax import size
+
+    return term_size(case.value), sum(size(d.body) for d in case.program.values())
+
+
+# ---------------------------------------------------------------------------------------------
+# Ill-formed programs: one rule of §5 broken, with the error class the checker must raise.
+
+ILL_FORMED_KINDS = ("ScopeError", "ArityError", "UnboundError", "LeftRecursionError",
+                    "UnknownPatternError", "GuardError")
+
+
+@st.composite
+def ill_formed_programs(draw: Callable[..., Any]) -> tuple[Program, str]:
+    """(program, expected error class name): a well-formed program with one violation added to
+    the body of Main (or a new definition, for left recursion)."""
+    program = dict(draw(programs(max_defs=2, budget=4)))
+    kind = draw(st.sampled_from(ILL_FORMED_KINDS))
+    main = program[MAIN]
+    value_params = [y for y in main.params if y not in main.op_params]
+    body = main.body
+    if kind == "ScopeError":
+        if draw(st.booleans()):
+            bad: Pattern = Op("f", (body, Var("undeclared")))
+        else:
+            bad = Exists("unused", body) if "unused" not in free_vars(body) else Op("f", (body, Var("nope")))
+    elif kind == "ArityError":
+        d = program["P"]
+        args = tuple(value_params[0] for _ in range(len(d.params) + draw(st.sampled_from((1, -1)))))
+        if not args:
+            args = (value_params[0],) * (len(d.params) + 1)
+        bad = Op("f", (body, Call("P", args)))
+    elif kind == "UnboundError":
+        x = draw(st.sampled_from(value_params))
+        if draw(st.booleans()):
+            bad = Guard(Wild(), GCompare(GName(x), (("==", GConst(1)),)))
+        else:  # x occurs before the `;`, on one branch only
+            bad = Then(Alt(Var(x), Wild()), x, Wild())
+        bad = Alt(bad, body) if draw(st.booleans()) else Op("f", (bad, body))
+    elif kind == "LeftRecursionError":
+        program["Loop"] = Definition("Loop", ("x",), Alt(Op("f", (Var("x"),)), Call("Loop", ("x",))))
+        bad = Alt(body, Call("Loop", (value_params[0],)))
+    elif kind == "UnknownPatternError":
+        bad = Op("f", (body, Call("Missing", (value_params[0],))))
+    else:  # GuardError
+        bad = Guard(body, GCall("no_such_guard_function", (GConst(1),)))
+    program[MAIN] = Definition(MAIN, main.params, bad, main.op_params)
+    return program, kind
+
+
+__all__ = ["Case", "ILL_FORMED_KINDS", "LEAVES", "LITERALS", "MAIN", "OPERATORS", "case_size", "cases",
+           "ill_formed_programs", "positive_term", "programs", "terms"]

@@ -1,0 +1,157 @@
+"""The conformance properties, as plain functions of one case (shared by pytest and the
+``pypm conformance`` command). Each raises :class:`PropertyFailure` with a readable message.
+
+* :func:`soundness`: every interpreter result extends σ0, binds nothing but σ0's variables and
+  the query's free variables, and is a declarative solution (``σ' ⊨ v : p``);
+* :func:`completeness`: every ⊆-minimal declarative solution is found by the interpreter, up to
+  ⊆ (so, by soundness, exactly);
+* :func:`terminates`: on a guarded program the interpreter finishes, and its recursion depth
+  stays under the fuel bound of §6, (size(v) + 1) × (size(Δ) + size(p));
+* :func:`accepted` / :func:`rejected`: the well-formedness checker accepts every generated
+  program and rejects each ill-formed one with the expected error class.
+
+``interpret`` is a parameter so that the same properties run against the mutants.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from pypm.match import Interpreter, Match
+from pypm.match import interpret as real_interpret
+from pypm.syntax import Pattern, Program, free_vars, size
+from pypm.terms import show_value, term_size
+
+from .declarative import Checker, DeclarativeLoop, match_set, subst_leq
+from .generators import Case
+
+Interpret = Callable[..., Iterator[Match]]
+
+
+class PropertyFailure(AssertionError):
+    """A property does not hold on a case; the message says how."""
+
+
+def show_subst(s: Mapping[str, Any]) -> str:
+    """``{x ↦ f(a), y ↦ 1}``"""
+    return "{" + ", ".join(f"{k} ↦ {show_value(v)}" for k, v in sorted(s.items())) + "}"
+
+
+def results(case: Case, interpret: Interpret = real_interpret) -> list[dict[str, Any]]:
+    """The interpreter's results on a case, as plain dicts, in order."""
+    return [dict(m.bindings) for m in interpret(case.program, case.pattern, case.value, dict(case.sigma))]
+
+
+def soundness(case: Case, interpret: Interpret = real_interpret,
+              found: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """σ' ∈ match(p, v, σ) ⟹ σ ⊆ σ' ∧ σ' ⊨ v : p (and σ' binds no local). Returns the results."""
+    found = results(case, interpret) if found is None else found
+    visible = free_vars(case.pattern) | case.sigma.keys()
+    checker = Checker(case.program, [case.value, *case.sigma.values()])
+    for s in found:
+        if not subst_leq(case.sigma, s):
+            raise PropertyFailure(f"result {show_subst(s)} does not extend σ0 = {show_subst(case.sigma)}")
+        extra = s.keys() - visible
+        if extra:
+            raise PropertyFailure(f"result {show_subst(s)} binds {sorted(extra)}, which are not free "
+                                  "in the pattern (a local escaped)")
+        if checker.derive(case.pattern, case.value, s) is None:
+            raise PropertyFailure(f"result {show_subst(s)} is not a declarative solution: no "
+                                  "derivation of σ' ⊨ v : p")
+    return found
+
+
+def completeness(case: Case, interpret: Interpret = real_interpret,
+                 found: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """σ0 ⊆ τ ∧ τ ⊨ v : p ⟹ ∃ σ' ∈ match(p, v, σ0), σ' ⊆ τ, for every minimal τ. Returns the
+    minimal declarative solutions."""
+    found = results(case, interpret) if found is None else found
+    minimal = match_set(case.program, case.pattern, case.value, case.sigma)
+    for tau in minimal:
+        if not any(subst_leq(s, tau) for s in found):
+            raise PropertyFailure(f"the declarative solution {show_subst(tau)} is missed: the "
+                                  f"interpreter found {[show_subst(s) for s in found]}")
+    return minimal
+
+
+class _DepthInterpreter(Interpreter):
+    """The interpreter, counting how deep its active recursion goes (suspended generators
+    excluded), which is the fuel the Coq interpreter would need."""
+
+    def __init__(self, program: Program):
+        super().__init__(program)
+        self.depth = 0
+        self.deepest = 0
+
+    def run(self, p: Pattern, v: Any,
+            sigma: dict[str, Any]) -> Iterator[tuple[dict[str, Any], tuple[Any, ...]]]:
+        gen = super().run(p, v, sigma)
+        while True:
+            self.depth += 1
+            self.deepest = max(self.deepest, self.depth)
+            try:
+                item = next(gen)
+            except StopIteration:
+                return
+            finally:
+                self.depth -= 1
+            yield item
+
+
+def fuel_bound(case: Case) -> int:
+    """(size(v) + 1) × (size(Δ) + size(p)), the fuel that §6 says suffices."""
+    program_size = sum(size(d.body) for d in case.program.values())
+    return (term_size(case.value) + 1) * (program_size + size(case.pattern))
+
+
+def terminates(case: Case, interpret: Interpret | None = None) -> int:
+    """The interpreter finishes on a guarded program within the fuel bound; returns its depth.
+    With a replacement ``interpret`` only finishing (without RecursionError) is checked."""
+    try:
+        if interpret is not None:
+            results(case, interpret)
+            return 0
+        interp = _DepthInterpreter(case.program)
+        for _ in interp.run(case.pattern, case.value, dict(case.sigma)):
+            pass
+    except RecursionError as e:
+        raise PropertyFailure("the interpreter does not terminate (RecursionError) on a program "
+                              "the generator built guarded") from e
+    bound = fuel_bound(case)
+    if interp.deepest > bound:
+        raise PropertyFailure(f"recursion depth {interp.deepest} exceeds the fuel bound {bound} of §6")
+    return interp.deepest
+
+
+def accepted(program: Program) -> None:
+    """The checker accepts a generated (well-formed) program."""
+    from pypm.check import check_program
+
+    errors = check_program(program)
+    if errors:
+        raise PropertyFailure("the checker rejects a well-formed program:\n" +
+                              "\n".join(f"  {type(e).__name__}: {e.message}" for e in errors))
+
+
+def rejected(program: Program, kind: str) -> None:
+    """The checker rejects an ill-formed program with an error of class ``kind``."""
+    from pypm.check import check_program
+
+    errors = check_program(program)
+    names = [type(e).__name__ for e in errors]
+    if kind not in names:
+        raise PropertyFailure(f"expected a {kind}, the checker reported {names or 'nothing'}" +
+                              "".join(f"\n  {type(e).__name__}: {e.message}" for e in errors))
+
+
+def declarative_terminates(case: Case) -> None:
+    """The declarative checker meets no self-dependent goal on a generated program."""
+    try:
+        Checker(case.program, [case.value]).derive(case.pattern, case.value, dict(case.sigma))
+    except DeclarativeLoop as e:
+        raise PropertyFailure(str(e)) from e
+
+
+__all__ = ["PropertyFailure", "accepted", "completeness", "declarative_terminates", "fuel_bound",
+           "rejected", "results", "show_subst", "soundness", "terminates"]
