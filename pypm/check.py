@@ -48,6 +48,7 @@ from .syntax import (
     Var,
     Wild,
     guard_free_vars,
+    guard_subexprs,
     show,
     show_guard,
 )
@@ -186,21 +187,12 @@ class _Checker:
 
     def guard_functions(self, g: GExpr) -> None:
         known = known_functions()
-        stack = [g]
-        while stack:
-            e = stack.pop()
+        for e in guard_subexprs(g):
             if isinstance(e, GCall) and e.func not in known:
                 near = difflib.get_close_matches(e.func, sorted(known), n=1)
                 self.error(GuardError, f"unknown guard function `{e.func}`", e,
                            hint=f"did you mean `{near[0]}`?" if near else
                            "register it with @pypm.guard_function before the pattern is checked")
-            for v in vars(e).values():
-                if isinstance(v, tuple):
-                    stack.extend(x for x in v if hasattr(x, "span") and not isinstance(x, str))
-                    stack.extend(x[1] for x in v if isinstance(x, tuple) and len(x) == 2
-                                 and hasattr(x[1], "span"))
-                elif hasattr(v, "span") and v is not e:
-                    stack.append(v)
 
     # definitely-bound variables for guards and `;`
     def bound(self, p: Pattern, b: frozenset[str]) -> frozenset[str]:

@@ -9,6 +9,7 @@ from equality, so two patterns that differ only in where they were written compa
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -259,6 +260,34 @@ def guard_free_vars(g: GExpr) -> frozenset[str]:
         case GTuple(items):
             return frozenset().union(*(guard_free_vars(e) for e in items))
     raise TypeError(f"not a guard expression: {g!r}")
+
+
+def guard_subexprs(g: GExpr) -> Iterator[GExpr]:
+    """g and every guard expression inside it, parents first."""
+    yield g
+    match g:
+        case GAttr(obj) | GUnary(_, obj):
+            yield from guard_subexprs(obj)
+        case GIndex(obj, index):
+            yield from guard_subexprs(obj)
+            yield from guard_subexprs(index)
+        case GSlice(lo, hi, st):
+            for e in (lo, hi, st):
+                if e is not None:
+                    yield from guard_subexprs(e)
+        case GCall(_, args, kwargs):
+            for e in (*args, *(e for _, e in kwargs)):
+                yield from guard_subexprs(e)
+        case GBinary(_, left, right):
+            yield from guard_subexprs(left)
+            yield from guard_subexprs(right)
+        case GCompare(first, rest):
+            yield from guard_subexprs(first)
+            for _, e in rest:
+                yield from guard_subexprs(e)
+        case GTuple(items):
+            for e in items:
+                yield from guard_subexprs(e)
 
 
 def pattern_vars(p: Pattern) -> frozenset[str]:

@@ -93,7 +93,7 @@ class Term(TermView):
         self.op = op
         self.args = tuple(tuple(a) if isinstance(a, list) else a for a in args)
         self._shape = None if shape is None else tuple(shape)
-        self._dtype = dtype
+        self._dtype = _dtype_of(dtype) if isinstance(dtype, str) else dtype
         self._device = device
         self._hash = hash((op, len(self.args), tuple(_hash_value(a) for a in self.args)))
 
@@ -125,6 +125,14 @@ class Term(TermView):
 
     def __repr__(self) -> str:
         return show_value(self)
+
+
+def _dtype_of(name: str) -> Any:
+    """``"float16"`` or ``"torch.float16"`` → ``torch.float16`` (unknown names stay strings)."""
+    import torch
+
+    d = getattr(torch, name[len("torch."):] if name.startswith("torch.") else name, None)
+    return d if isinstance(d, torch.dtype) else name
 
 
 def _hash_value(v: Any) -> int:
