@@ -56,6 +56,7 @@ from .terms import TermView
 Node = torch.fx.Node
 
 MAX_MATCHES_PER_ROOT = 64  # alternatives can multiply; the first accepted match wins anyway
+MAX_MISSES_SHOWN = 10  # a report prints this many candidate roots without a match
 
 
 class Decline(Exception):
@@ -177,6 +178,7 @@ class RewriteReport:
 
     rewrites: list[Rewrite] = field(default_factory=list)
     skipped: list[Skip] = field(default_factory=list)
+    misses: list[Skip] = field(default_factory=list)  # candidate roots the pattern did not match
     sweeps: int = 0
     nodes_before: int = 0
     nodes_after: int = 0
@@ -190,8 +192,8 @@ class RewriteReport:
         return out
 
     def reasons(self) -> list[str]:
-        """The reasons of every skipped match, in order."""
-        return [s.reason for s in self.skipped]
+        """The reasons of every skipped match and every near miss, in order."""
+        return [s.reason for s in self.skipped] + [s.reason for s in self.misses]
 
     def __bool__(self) -> bool:
         return bool(self.rewrites)
@@ -201,6 +203,10 @@ class RewriteReport:
                  f"{self.nodes_before} -> {self.nodes_after} nodes, {self.seconds * 1e3:.1f} ms"]
         lines += [f"  rewrote  {r}" for r in self.rewrites]
         lines += [f"  skipped  {s}" for s in self.skipped]
+        shown = self.misses[:MAX_MISSES_SHOWN]
+        lines += [f"  no match {s}" for s in shown]
+        if len(self.misses) > len(shown):
+            lines.append(f"  ... and {len(self.misses) - len(shown)} more candidate roots without a match")
         return "\n".join(lines)
 
 
@@ -352,7 +358,8 @@ def _commit(out: Node, root: Node, match: Match, view: GraphView, erased: set[No
 class RewritePass:
     """Apply rules to a graph until none applies (ARCHITECTURE.md, "Rewriting semantics")."""
 
-    def __init__(self, rules: Iterable[Rule], *, max_sweeps: int = 10):
+    def __init__(self, rules: Iterable[Rule], *, max_sweeps: int = 10, misses: bool = True):
+        self.misses = misses  # explain candidate roots that did not match (the deepest failing step)
         self.rules = sorted(rules, key=lambda r: -r.priority)  # stable: declaration order on ties
         for r in self.rules:
             if not isinstance(r, Rule):
@@ -375,14 +382,19 @@ class RewritePass:
         """The rules whose pattern may have ``op`` at its root, highest priority first."""
         return self._index.get(op, self._anywhere)
 
-    def apply(self, gm: torch.fx.GraphModule, example_inputs: Sequence[Any] | None = None) -> RewriteReport:
+    def apply(self, gm: torch.fx.GraphModule | torch.fx.Graph,
+              example_inputs: Sequence[Any] | None = None) -> RewriteReport:
         """Rewrite ``gm`` in place and return the report. Shapes and dtypes come from node
-        metadata; when the graph has none, ``example_inputs`` are propagated as fake tensors."""
+        metadata; when the graph has none, ``example_inputs`` are propagated as fake tensors.
+        A bare ``Graph`` (an inductor pass) is rewritten through its owning module."""
         start = time.perf_counter()
+        if isinstance(gm, torch.fx.Graph):
+            graph = gm
+            gm = graph.owning_module or torch.fx.GraphModule(torch.nn.Module(), graph)
         graph = gm.graph
         report = RewriteReport(nodes_before=len(graph.nodes))
         if example_inputs is not None and not has_types(graph):
-            propagate_types(gm, example_inputs)
+            propagate_types(gm, [a for a in example_inputs])
         seen_skips: set[tuple[str, str, str]] = set()
         for sweep in range(1, self.max_sweeps + 1):
             report.sweeps = sweep
@@ -396,7 +408,8 @@ class RewritePass:
                 f"no fixpoint after {self.max_sweeps} sweeps: rule(s) {', '.join(names)} keep "
                 f"rewriting (their replacements match again)", first.span, pattern=first.name)
         graph.lint()
-        gm.recompile()
+        if report.rewrites:
+            gm.recompile()
         report.nodes_after = len(graph.nodes)
         report.seconds = time.perf_counter() - start
         return report
@@ -421,8 +434,15 @@ class RewritePass:
     def _try(self, r: Rule, view: GraphView, node: Node, report: RewriteReport,
              seen_skips: set[tuple[str, str, str]], erased: set[Node]) -> bool:
         term = view.term(node)
-        interp = Interpreter(r.program)
+        if self.misses:
+            from .explain import DeepestFailure
+
+            interp: Interpreter = DeepestFailure(r.program, term)
+        else:
+            interp = Interpreter(r.program)
+        matched = False
         for i, (sigma, region) in enumerate(interp.run(r.call, term, {})):
+            matched = True
             if i >= MAX_MATCHES_PER_ROOT:
                 break
             m = Match(sigma, region, term, r.definition.name)
@@ -448,6 +468,14 @@ class RewritePass:
             if key not in seen_skips:
                 seen_skips.add(key)
                 report.skipped.append(Skip(r.name, node.name, kind, reason or "", bindings))
+        if not matched and self.misses:
+            best = getattr(interp, "best", None)
+            if best is not None:
+                key = (r.name, node.name, best.message)
+                if key not in seen_skips:
+                    seen_skips.add(key)
+                    report.misses.append(Skip(r.name, node.name, "no match", f"{best.reason}: {best.message}"
+                                              f" (pattern {best.where})"))
         return False
 
 

@@ -1,0 +1,273 @@
+"""Why a pattern did or did not match: ``pypm.explain(P, graph)`` and ``pypm explain``.
+
+For each candidate root (a node whose operator can be the pattern's root), the interpreter runs
+with a tracer that sees every failing step (:class:`pypm.match.Tracer`). The step of the
+*deepest partial match* (the most operator terms matched on the derivation) is the answer: an
+operator mismatch, a literal mismatch with both values, a guard that was false with the values
+of its variables, ... together with the pattern source line it came from. A root that matched
+is checked for safety as the rewriter would (an intermediate used outside the match is named
+with its escaping user).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.fx
+
+from .errors import PypmError
+from .fx import GraphView, call_of, has_types, node_source, propagate_types, resolve, root_ops
+from .match import Interpreter, Match
+from .syntax import Guard, Op, OpVar, Pattern, guard_free_vars, show, show_guard
+from .terms import TermView
+
+Node = torch.fx.Node
+
+
+def show_value(v: Any) -> str:
+    """A value for a human: graph terms as ``%name (op, dtype[shape])``, literals as repr."""
+    node = getattr(v, "node", None)
+    if isinstance(v, TermView) and isinstance(node, Node):
+        ty = f", {str(v.dtype).replace('torch.', '')}{list(v.shape)}" if v.shape is not None else ""
+        return f"%{node.name} ({v.op}{ty})"
+    if isinstance(v, TermView):
+        return f"<{v.op}>"
+    return repr(v)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One failing step: its kind (the interpreter's reason), the message, the graph node it
+    was looking at, how many operators had matched before it (``depth``), and the pattern."""
+
+    reason: str
+    message: str
+    node: str | None
+    depth: int
+    pattern: Pattern
+
+    @property
+    def where(self) -> str:
+        """``file:line: source line`` of the pattern step."""
+        span = getattr(self.pattern, "span", None)
+        if span is None:
+            return show(self.pattern)
+        return f"{span.file}:{span.line}: {span.line_text().strip()}"
+
+    def __str__(self) -> str:
+        at = f" at %{self.node}" if self.node else ""
+        return f"{self.reason}{at}: {self.message}\n      pattern {self.where}"
+
+
+def describe(p: Pattern, v: Any, sigma: dict[str, Any], reason: str, info: dict[str, Any]) -> str:
+    """The message of a failing step, with the values involved."""
+    if reason == "operator":
+        exp = info.get("expected")
+        what = f"operator {exp}" if isinstance(exp, str) else "an operator"
+        found = show_value(v) if isinstance(v, TermView) else f"the literal {v!r}"
+        return f"expected {what}, found {found}"
+    if reason == "arity":
+        n = len(v.args) if isinstance(v, TermView) else 0
+        return f"the pattern needs {info.get('expected')} arguments, {show_value(v)} has {n}"
+    if reason == "literal":
+        found = show_value(v) if isinstance(v, TermView) else repr(v)
+        return f"literal mismatch: the pattern says {info.get('expected')!r}, the graph has {found}"
+    if reason == "nonlinear":
+        return (f"{info.get('var')} is already {show_value(info.get('expected'))}, but here it would be "
+                f"{show_value(v)}")
+    if reason == "opvar":
+        return f"operator variable {info.get('var')} is {info.get('expected')!r}, found {show_value(v)}"
+    if reason == "guard":
+        cond = p.cond if isinstance(p, Guard) else None
+        if cond is None:
+            return "guard false"
+        vals = ", ".join(f"{x} = {show_value(sigma[x])}" for x in sorted(guard_free_vars(cond)) if x in sigma)
+        return f"guard false: {show_guard(cond)}  where {vals}"
+    if reason == "guard-error":
+        return f"guard could not be evaluated: {info.get('error')}"
+    if reason == "guard-unbound":
+        return f"guard reads unbound variable(s) {', '.join(info.get('vars', []))}"
+    if reason == "unbound":
+        return f"{info.get('var')} is not bound when it is needed"
+    if reason == "fail":
+        return "the pattern says fail"
+    return reason
+
+
+class DeepestFailure(Interpreter):
+    """The interpreter with a tracer that keeps the failing step of the deepest partial match:
+    the one reached with the most operator terms matched on the current derivation (the first
+    such step on ties, in the interpreter's order)."""
+
+    def __init__(self, program: Any, root: TermView):
+        super().__init__(program, self)
+        self.root = root
+        self.best: Failure | None = None
+        self._current: Any = root
+        self._active = 0  # operator terms matched on the current (partial) derivation
+
+    def run(self, p: Pattern, v: Any, sigma: dict[str, Any]) -> Any:
+        if isinstance(p, (Op, OpVar)) and isinstance(v, TermView) and len(p.args) <= len(v.args) \
+                and (isinstance(p, OpVar) or v.op == p.name):
+            self._active += 1
+            try:
+                yield from super().run(p, v, sigma)
+            finally:
+                self._active -= 1
+        else:
+            yield from super().run(p, v, sigma)
+
+    def _args(self, ps: Any, vs: Any, i: int, sigma: Any, region: Any) -> Any:
+        self._current = region[0]  # the operator term whose arguments are being matched
+        return super()._args(ps, vs, i, sigma, region)
+
+    def fail(self, p: Pattern, v: Any, sigma: dict[str, Any], reason: str, **info: Any) -> None:
+        if self.best is not None and self.best.depth >= self._active:
+            return
+        at = v if isinstance(v, TermView) else self._current
+        node = getattr(at, "node", None)
+        self.best = Failure(reason, describe(p, v, sigma, reason, info),
+                            node.name if isinstance(node, Node) else None, self._active, p)
+
+
+@dataclass(frozen=True)
+class RootExplanation:
+    """What happened at one candidate root."""
+
+    root: str
+    source: str
+    matched: bool
+    unsafe: str | None = None
+    failure: Failure | None = None
+    bindings: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def reason(self) -> str:
+        """One line: why this root is not rewritten (empty when it would be)."""
+        if self.unsafe:
+            return f"unsafe: {self.unsafe}"
+        if self.failure is not None:
+            return f"{self.failure.reason}: {self.failure.message}"
+        return ""
+
+    def __str__(self) -> str:
+        head = f"  {self.source}\n"
+        if self.matched and not self.unsafe:
+            b = ", ".join(f"{k}={v}" for k, v in self.bindings.items())
+            return head + f"    matched: {b}"
+        if self.matched:
+            return head + f"    matched, but unsafe: {self.unsafe}"
+        return head + f"    no match; deepest step: {self.failure}"
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """``pypm.explain``'s answer: the pattern and, per candidate root, what happened there."""
+
+    pattern: str
+    root_ops: tuple[str, ...] | None
+    roots: tuple[RootExplanation, ...]
+
+    def __str__(self) -> str:
+        ops = "any operator" if self.root_ops is None else " | ".join(self.root_ops)
+        if not self.roots:
+            return f"pattern {self.pattern}: no node has a root operator it can match ({ops})"
+        lines = [f"pattern {self.pattern}: {len(self.roots)} candidate root(s) ({ops})"]
+        lines += [str(r) for r in self.roots]
+        return "\n".join(lines)
+
+    def reasons(self) -> list[str]:
+        return [r.reason for r in self.roots]
+
+
+def explain_root(program: Any, definition: Any, view: GraphView, node: Node,
+                 sigma: dict[str, Any] | None = None) -> RootExplanation:
+    """Match a definition at one node; the first match's safety, or the deepest failure."""
+    from .rewrite import _show_binding, unsafe_reason
+
+    term = view.term(node)
+    interp = DeepestFailure(program, term)
+    for out, region in interp.run(call_of(definition), term, dict(sigma or {})):
+        m = Match(out, region, term, definition.name)
+        bindings = {k: _show_binding(v) for k, v in out.items() if k in definition.params}
+        unsafe = unsafe_reason(m, node, view.owner)
+        if unsafe is None:
+            return RootExplanation(node.name, node_source(node), True, None, None, bindings)
+        first = RootExplanation(node.name, node_source(node), True, unsafe, None, bindings)
+        return first
+    return RootExplanation(node.name, node_source(node), False, None, interp.best)
+
+
+def explain(pattern: Any, graph: torch.fx.GraphModule | torch.fx.Graph,
+            example_inputs: Sequence[Any] | None = None, *, node: str | None = None,
+            **bound: Any) -> Explanation:
+    """Why ``pattern`` (a pattern or a rule) does or does not match at each candidate root of
+    ``graph`` (or only at the node named ``node``)."""
+    if hasattr(pattern, "definition") and hasattr(pattern, "fn"):  # a Rule
+        pattern = (pattern.program, pattern.definition)
+    program, definition = resolve(pattern)
+    if example_inputs is not None and isinstance(graph, torch.fx.GraphModule) and not has_types(graph.graph):
+        propagate_types(graph, example_inputs)
+    view = GraphView(graph)
+    sigma = {k: view.value(v) for k, v in bound.items()}
+    ops = root_ops(program, call_of(definition))
+    roots = []
+    for n in view.candidates(ops):
+        if node is not None and n.name != node:
+            continue
+        roots.append(explain_root(program, definition, view, n, sigma))
+    return Explanation(definition.name, None if ops is None else tuple(sorted(ops)), tuple(roots))
+
+
+# ---------------------------------------------------------------------------------------------
+# pypm explain
+
+
+def _load_model(spec: str) -> tuple[Any, tuple[Any, ...]]:
+    """``module:function`` returning (model or function, example inputs)."""
+    mod_name, _, fn_name = spec.partition(":")
+    if not fn_name:
+        raise PypmError(f"--model wants module:function, not {spec!r}")
+    sys.path.insert(0, ".")
+    try:
+        fn = getattr(importlib.import_module(mod_name), fn_name)
+    finally:
+        sys.path.pop(0)
+    model, inputs = fn()
+    return model, tuple(inputs)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``pypm explain``: explain a pattern on a model's graph (by default, the standard attention
+    pattern on the demo GPT model)."""
+    ap = argparse.ArgumentParser(prog="pypm explain", description=__doc__.splitlines()[0])
+    ap.add_argument("patterns", nargs="?", default="attention",
+                    help="pattern file or standard library name (default: attention)")
+    ap.add_argument("--pattern", "-p", default="Attention", help="pattern name (default: Attention)")
+    ap.add_argument("--model", "-m", default="pypm.demo:example",
+                    help="module:function returning (model, example_inputs); default: the demo GPT")
+    ap.add_argument("--node", "-n", default=None, help="only this node (by fx name)")
+    args = ap.parse_args(argv)
+    try:
+        import pypm.fx  # noqa: F401  (guard functions used by the standard patterns)
+
+        from .dsl import load
+
+        pdef = load(args.patterns)[args.pattern]
+        model, inputs = _load_model(args.model)
+        gm = torch.fx.symbolic_trace(model)
+        print(explain(pdef, gm, inputs, node=args.node))
+    except PypmError as e:
+        print(e, file=sys.stderr)
+        return 1
+    return 0
+
+
+__all__ = ["DeepestFailure", "Explanation", "Failure", "RootExplanation", "describe", "explain",
+           "explain_root", "main"]
