@@ -142,3 +142,7 @@ Fixpoint interp (fuel : nat) (p : pat) (v : value) (s : subst) {struct fuel} : o
   end.
 
 End Interp.
+
+(** The fuel of §6: enough for guarded programs (see [Totality.v]). *)
+Definition fuel_bound (D : program) (p : pat) (v : value) : nat :=
+  (vsize v + 1) * (dsize D + psize p).
