@@ -151,37 +151,43 @@ def _fwd_tiles(acc, m_i, l_i, q, k_ptrs, v_ptrs, mask_ptrs, offs_m, offs_n0, d_o
     return acc, m_i, l_i
 
 
-def _configs(tuned):
-    """Autotuning candidates ``(BLOCK_M, BLOCK_N, num_warps, num_stages)``. Under the interpreter
-    one tiny tile (so that small test shapes span several tiles and ragged edges); with
-    ``PYPM_AUTOTUNE=0`` the first candidate of each head-dim class (quick GPU checks)."""
+_BIG_HEAD_CONFIGS: set[int] = set()  # ids of the candidates meant for head dims above 128
+
+
+def _configs(small, big):
+    """Autotuning candidates ``(BLOCK_M, BLOCK_N, num_warps, num_stages)`` for head dims up to
+    128 (``small``) and above (``big``: smaller tiles and fewer stages, to fit shared memory).
+    Under the interpreter one tiny tile (so that small test shapes span several tiles and ragged
+    edges); with ``PYPM_AUTOTUNE=0`` the first candidate of each list (quick GPU checks)."""
     if interpreting():
-        tuned = [(16, 16, 4, 1)]
+        small, big = [(16, 16, 4, 1)], []
     elif os.environ.get("PYPM_AUTOTUNE", "1") == "0":
-        small = next(c for c in tuned if c[0] * c[1] >= 64 * 64)
-        big = next(c for c in tuned if c[0] <= 64 and c[1] <= 64)
-        tuned = [small, big]
-    return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
-            for bm, bn, w, s in tuned]
-
-
-FWD_CONFIGS = _configs([(128, 64, 4, 3), (128, 128, 8, 3), (128, 64, 8, 3), (64, 64, 4, 3),
-                        (64, 32, 4, 2), (64, 64, 8, 2)])
-DKDV_CONFIGS = _configs([(64, 128, 8, 3), (32, 128, 4, 3), (64, 128, 8, 2), (32, 64, 4, 2), (16, 64, 4, 2)])
-DQ_CONFIGS = _configs([(128, 64, 8, 3), (128, 32, 4, 3), (64, 64, 4, 3), (64, 32, 4, 2), (32, 64, 4, 2)])
+        small, big = small[:1], big[:1]
+    out = []
+    for tiles, is_big in ((small, False), (big, True)):
+        for bm, bn, w, s in tiles:
+            c = triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
+            if is_big:
+                _BIG_HEAD_CONFIGS.add(id(c))
+            out.append(c)
+    return out
 
 
 def _prune_by_head_dim(configs, named_args, **kwargs):
-    """Head dims above 128 take tiles of at most 64×64 (shared memory and registers); smaller
-    head dims take tiles of at least 64×64 elements (enough work per program)."""
-    if len(configs) == 1:
-        return configs
+    """Keep the candidates of this head dim's class (see ``_configs``)."""
     # constexpr arguments arrive in kwargs on some Triton versions, in named_args on others
     big = {**kwargs, **named_args}["BLOCK_D"] > 128
-    keep = [c for c in configs
-            if ((c.kwargs["BLOCK_M"] <= 64 and c.kwargs["BLOCK_N"] <= 64) if big
-                else c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] >= 64 * 64)]
+    keep = [c for c in configs if (id(c) in _BIG_HEAD_CONFIGS) == big]
     return keep or configs
+
+
+FWD_CONFIGS = _configs([(128, 64, 8, 3), (128, 64, 4, 3), (128, 128, 8, 3), (128, 128, 8, 2),
+                        (128, 64, 8, 4), (64, 64, 4, 3)],
+                       [(64, 32, 4, 2), (64, 64, 8, 2), (32, 64, 4, 2)])
+DKDV_CONFIGS = _configs([(32, 128, 4, 3), (64, 128, 8, 3), (64, 128, 8, 2), (64, 64, 4, 3)],
+                        [(32, 64, 4, 1), (16, 64, 4, 2), (32, 32, 4, 2)])
+DQ_CONFIGS = _configs([(128, 64, 8, 3), (64, 64, 4, 3), (128, 32, 4, 3), (128, 64, 8, 2)],
+                      [(64, 32, 4, 2), (32, 64, 4, 1), (32, 32, 4, 2)])
 
 
 @triton.autotune(configs=FWD_CONFIGS, key=["HEAD_DIM", "IS_CAUSAL", "MASK_KIND", "seq_bucket"],
