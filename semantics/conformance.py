@@ -110,10 +110,10 @@ def _rejects(drawn: Any, stats: Stats) -> None:
 
 
 def _desugar(case: Case, stats: Stats) -> None:
-    from .desugar import agree
-
     from pypm.syntax import size
     from pypm.terms import term_size
+
+    from .desugar import agree
 
     n = agree(case)
     stats.add(n, term_size(case.value), sum(size(d.body) for d in case.core().values()))

@@ -48,7 +48,7 @@ from pypm.syntax import (
     Wild,
     free_vars,
 )
-from pypm.terms import Term, TermView, term_size
+from pypm.terms import Term, TermView, term_size, values_equal
 
 from .declarative import guard_true
 
@@ -158,7 +158,7 @@ def _occurs_depth(x: str, p: Pattern, d: int) -> int | None:
 # Constructors by number: 0 _, 1 x, 2 literal, 3 leaf operator or ⊥, 4 f(p̄), 5 x(p̄), 6 |, 7 ∃,
 # 8 call, 9 guard, 10 `;`. Leaves first (hypothesis shrinks towards them); compound patterns
 # repeated so that they are drawn more often than leaves while the budget lasts.
-_KINDS = (0, 1, 2, 3, 1, 4, 4, 5, 6, 6, 7, 8, 8, 8, 9, 10, 10)
+_KINDS = (0, 1, 2, 3, 1, 1, 4, 4, 4, 5, 5, 6, 6, 6, 7, 7, 8, 8, 9, 10, 10)
 
 
 def _pattern(draw: Callable[..., Any], sc: _Scope, bound: Bound, depth: int,
@@ -196,17 +196,21 @@ def _pattern(draw: Callable[..., Any], sc: _Scope, bound: Bound, depth: int,
         left, b1 = _pattern(draw, sc, bound, depth, budget // 2)
         right, b2 = _pattern(draw, sc, bound, depth, budget // 2)
         return Alt(left, right), _meet(b1, b2)
-    if kind == 7:  # ∃x. p: a new local (sometimes of operator kind), used in p
-        x = sc.new_local()
-        is_op = draw(st.integers(0, 4)) == 0
-        inner = _Scope(sc.index, sc.values if is_op else [*sc.values, x], sc.ops | ({x} if is_op else set()),
-                       sc.sigs, sc.binds, sc.order, sc.fresh)
+    if kind == 7:  # ∃x. p: a new local (sometimes of operator kind, sometimes shadowing), used in p
+        shadow = sc.values and draw(st.integers(0, 3)) == 0
+        x = draw(st.sampled_from(sc.values)) if shadow else sc.new_local()
+        is_op = not shadow and draw(st.integers(0, 4)) == 0
+        values = sc.values if is_op or x in sc.values else [*sc.values, x]
+        inner = _Scope(sc.index, values, sc.ops | ({x} if is_op else set()), sc.sigs, sc.binds, sc.order,
+                       sc.fresh)
         body, out = _pattern(draw, inner, {k: d for k, d in bound.items() if k != x}, depth, budget - 1)
         if x not in free_vars(body):
             use: Pattern = OpVar(x, ()) if is_op else Var(x)
             body, out = (Alt(use, body), _meet(out, {**bound, x: depth})) if draw(st.booleans()) else \
                 (Op(draw(st.sampled_from(OPERATORS)), (use, body)), {**out, x: depth + 1})
         out = {k: d for k, d in out.items() if k != x}
+        if x in bound:  # a shadowed variable is as bound as it was before
+            out[x] = bound[x]
         return Exists(x, body), out
     if kind == 8:  # P(x̄)
         return _call(draw, sc, bound, depth)
@@ -281,7 +285,7 @@ def programs(draw: Callable[..., Any], max_defs: int = 3, budget: int = 10) -> P
         k = draw(st.integers(1, 3))
         params = list(VALUE_PARAMS[:k])
         ops: frozenset[str] = frozenset()
-        if draw(st.integers(0, 3)) == 0:
+        if draw(st.integers(0, 2)) == 0:
             params.append(OP_PARAMS[0])
             ops = frozenset({OP_PARAMS[0]})
         sigs[DEF_NAMES[i]] = Definition(DEF_NAMES[i], tuple(params), Fail(), ops)
@@ -300,7 +304,7 @@ def programs(draw: Callable[..., Any], max_defs: int = 3, budget: int = 10) -> P
     k = draw(st.integers(1, 3))
     params = list(VALUE_PARAMS[:k])
     ops = frozenset()
-    if draw(st.integers(0, 2)) == 0:
+    if draw(st.booleans()):
         params.append(OP_PARAMS[1])
         ops = frozenset({OP_PARAMS[1]})
     sc = _Scope(-1, [y for y in params if y not in ops], set(ops), sigs, binds, order, fresh)
@@ -417,6 +421,42 @@ def _has_call(p: Pattern) -> bool:
     return False
 
 
+# Near misses for each literal (a list of pairs: in a dict, 1 and True would be one key).
+_SWAPS: tuple[tuple[Any, tuple[Any, ...]], ...] = (
+    (True, (1, False)), (False, (0, None)), (1, (True, 0)), (0, (False, None, 1)), (None, (0, False)),
+    ("a", ("b", "f")), ((0, 1), ((0,), (1, 0))))
+
+
+def perturb(draw: Callable[..., Any], v: Any) -> Any:
+    """v with one subterm changed a little: a literal swapped for a near one (``1`` for ``True``),
+    an operator renamed, an argument dropped or added, a subterm replaced. Near misses are where
+    equality and arity bugs show."""
+    subs = _subvalues(v)
+    target = draw(st.sampled_from(subs))
+    how = draw(st.integers(0, 3))
+    if isinstance(target, TermView):
+        if how == 0:
+            new: Any = Term(draw(st.sampled_from(OPERATORS + LEAVES)), target.args)
+        elif how == 1 and target.args:
+            new = Term(target.op, target.args[:-1])
+        elif how == 2:
+            new = Term(target.op, (*target.args, _leaf(draw)))
+        else:
+            new = draw(terms(max_nodes=2))
+    else:
+        near = next((alts for k, alts in _SWAPS if values_equal(k, target)), LITERALS)
+        new = draw(st.sampled_from(near))
+
+    def rebuild(u: Any) -> Any:
+        if u is target:
+            return new
+        if isinstance(u, TermView):
+            return Term(u.op, [rebuild(a) for a in u.args])
+        return u
+
+    return rebuild(v)
+
+
 def _subvalues(v: Any) -> list[Any]:
     from pypm.terms import subterms
 
@@ -429,10 +469,16 @@ def cases(draw: Callable[..., Any], max_defs: int = 3, budget: int = 10) -> Case
     (usually empty; sometimes binding a parameter to a subterm or operator name)."""
     program = draw(programs(max_defs=max_defs, budget=budget))
     main = program[MAIN]
-    positive = draw(st.booleans())
-    value = positive_term(draw, program, main.body) if positive else draw(terms())
+    how = draw(st.integers(0, 9))  # 0-4 built from the query, 5-7 built then perturbed, 8-9 random
+    positive = how < 5
+    if how < 8:
+        value = positive_term(draw, program, main.body)
+        if how >= 5:
+            value = perturb(draw, value)
+    else:
+        value = draw(terms())
     sigma: dict[str, Any] = {}
-    if draw(st.integers(0, 3)) == 0:
+    if draw(st.integers(0, 2)) == 0:
         x = draw(st.sampled_from(main.params))
         subs = _subvalues(value)
         if x in main.op_params:

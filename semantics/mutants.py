@@ -8,13 +8,13 @@ A mutant is the source text of :mod:`pypm.match` with one edit, loaded as a modu
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import sys
 import types
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-import pypm.match
 from pypm.match import Match
 
 
@@ -84,7 +84,8 @@ MUTANTS: tuple[Mutant, ...] = (
 
 def load(m: Mutant) -> types.ModuleType:
     """The interpreter module with the mutant's edit applied, as a fresh module."""
-    source = inspect.getsource(pypm.match)
+    # pypm.match is also the name of a public function: fetch the module itself.
+    source = inspect.getsource(importlib.import_module("pypm.match"))
     if m.old not in source:
         raise LookupError(f"mutant {m.name}: its target text is no longer in pypm/match.py")
     mutated = source.replace(m.old, m.new, m.count)
