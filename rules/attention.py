@@ -14,38 +14,51 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-import pypm.fx  # noqa: F401  (registers the causal_mask guard function used by the patterns)
 from pypm.dsl import load
+from pypm.fx import meta_value, size_value
 from pypm.rewrite import Decline, rule
 
 PATTERNS = load("attention")
 Attention = PATTERNS.Attention
 
 
-def _constant(v: Any, what: str) -> float:
-    if isinstance(v, torch.fx.Proxy):
-        raise Decline(f"the {what} is a tensor computed in the graph, not a constant")
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise Decline(f"the {what} {v!r} is not a number")
-    return float(v)
+def _graph_scalar(v: torch.fx.Proxy, what: str) -> None:
+    """A scale computed in the graph (a symbolic size, a 0-d or row-wise tensor) may be applied
+    to q instead of the scores only if it is constant along the keys (its last dim is 1)."""
+    val = meta_value(v.node)
+    if isinstance(val, (torch.SymInt, torch.SymFloat, int, float)):
+        return
+    shape = getattr(val, "shape", None)
+    if shape is None:
+        raise Decline(f"the {what} is computed in the graph and its type is unknown")
+    if len(shape) > 0 and size_value(shape[-1]) != 1:
+        raise Decline(f"the {what} is a tensor of shape {list(shape)} that varies along the keys")
 
 
-def scale_of(mul_by: Any, div_by: Any) -> float:
-    """The softmax scale the graph applies: ``mul_by``, ``1 / div_by``, or 1 when unscaled."""
-    if mul_by is not None:
-        return _constant(mul_by, "scale")
-    if div_by is not None:
-        d = _constant(div_by, "scale divisor")
-        if d == 0:
-            raise Decline("the scores are divided by zero")
-        return 1.0 / d
-    return 1.0
+def scale_of(q: Any, mul_by: Any, div_by: Any) -> tuple[Any, float]:
+    """(q, scale) such that softmax(scale * q' @ k^T) is the graph's softmax: a constant scale
+    (``mul_by``, ``1 / div_by``, 1 when unscaled) is passed on as is; one computed in the graph
+    (a symbolic size under dynamic shapes, a tensor) is applied to q."""
+    for v, what in ((mul_by, "scale"), (div_by, "scale divisor")):
+        if v is None:
+            continue
+        if isinstance(v, torch.fx.Proxy):
+            _graph_scalar(v, what)
+            return (q * v if v is mul_by else q / v), 1.0
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise Decline(f"the {what} {v!r} is not a number")
+        if v is div_by:
+            if v == 0:
+                raise Decline("the scores are divided by zero")
+            return q, 1.0 / float(v)
+        return q, float(v)
+    return q, 1.0
 
 
 @rule(Attention, name="attention-to-sdpa", priority=10)
 def attention_to_sdpa(q, k, v, mul_by, div_by, causal, mask, fill, bias):
     """One ``scaled_dot_product_attention`` call for the whole computation."""
-    scale = scale_of(mul_by, div_by)
+    q, scale = scale_of(q, mul_by, div_by)
     if causal is not None:
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
     if mask is not None:

@@ -1,0 +1,133 @@
+"""torch.compile(backend="pypm"): the rules rewrite the dynamo graph, the result agrees with
+eager (dynamic=False and dynamic=True), verify=True catches a wrong rule, and the inductor
+custom pass has a stable uuid."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import pypm.backend
+from pypm.errors import RewriteError
+from pypm.rewrite import rule
+from pypm.rules.attention import Attention
+
+
+class Attn(nn.Module):
+    def __init__(self, c=16, heads=2, causal=True):
+        super().__init__()
+        self.heads, self.causal = heads, causal
+        self.qkv = nn.Linear(c, 3 * c)
+
+    def forward(self, x):
+        b, t, c = x.shape
+        q, k, v = (y.view(b, t, self.heads, c // self.heads).transpose(1, 2)
+                   for y in self.qkv(x).split(c, dim=2))
+        att = q @ k.transpose(-2, -1) / math.sqrt(c // self.heads)
+        if self.causal:
+            att = att.masked_fill(~torch.ones(t, t, dtype=torch.bool).tril(), float("-inf"))
+        return (F.softmax(att, dim=-1) @ v).transpose(1, 2).reshape(b, t, c)
+
+
+def sdpa_calls(gm):
+    return [n for n in gm.graph.nodes if "scaled_dot_product_attention" in str(n.target)]
+
+
+@pytest.mark.parametrize("dynamic", [False, True])
+@pytest.mark.parametrize("causal", [False, True])
+def test_compiled_model_agrees_with_eager(dynamic, causal):
+    torch._dynamo.reset()
+    m = Attn(causal=causal).eval()
+    be = pypm.backend.backend(inner="aot_eager", verify=True)
+    c = torch.compile(m, backend=be, dynamic=dynamic)
+    for t in (5, 7):  # a second length: recompiles (static) or reuses the graph (dynamic)
+        x = torch.randn(2, t, 16)
+        with torch.no_grad():
+            torch.testing.assert_close(c(x), m(x), rtol=1e-5, atol=1e-5)
+    assert be.reports and all(r.counts() == {"attention-to-sdpa": 1} for r in be.reports)
+    if dynamic:
+        assert len(be.reports) == 1
+
+
+def test_rewritten_dynamo_graph_uses_is_causal():
+    torch._dynamo.reset()
+    graphs = []
+
+    def inner(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    be = pypm.backend.backend(inner=inner)
+    torch.compile(Attn().eval(), backend=be)(torch.randn(2, 5, 16))
+    (n,) = sdpa_calls(graphs[0])
+    assert n.kwargs["is_causal"] is True and n.kwargs["scale"] == pytest.approx(1 / math.sqrt(8))
+
+
+def test_inductor_inner_compiler():
+    torch._dynamo.reset()
+    m = Attn().eval()
+    be = pypm.backend.backend()
+    x = torch.randn(2, 5, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.compile(m, backend=be)(x), m(x), rtol=1e-5, atol=1e-5)
+    assert be.reports[0].counts() == {"attention-to-sdpa": 1}
+
+
+def test_verify_names_the_rule_that_changed_the_result():
+    @rule(Attention, name="wrong-scale")
+    def wrong(q, k, v):
+        return F.scaled_dot_product_attention(q, k, v, scale=1.0)
+
+    torch._dynamo.reset()
+    be = pypm.backend.backend(rules=[wrong], inner="aot_eager", verify=True)
+    with pytest.raises(RewriteError, match="wrong-scale"):
+        torch.compile(Attn(causal=False).eval(), backend=be)(torch.randn(2, 5, 16))
+
+
+def test_backend_name_works_without_importing_pypm():
+    code = ("import torch, torch.nn.functional as F\n"
+            "f = lambda q, k, v: F.softmax(q @ k.transpose(-2, -1) * 0.5, -1) @ v\n"
+            "x = torch.randn(1, 2, 4, 8)\n"
+            "assert 'pypm' in torch._dynamo.list_backends()\n"
+            "import sys; assert 'pypm' not in sys.modules\n"
+            "torch._dynamo.config.suppress_errors = False\n"
+            "y = torch.compile(f, backend='pypm')(x, x, x)\n"
+            "torch.testing.assert_close(y, f(x, x, x))\n"
+            "import pypm.backend\n"
+            "print(pypm.backend.default_backend().reports[0].counts())\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "'attention-to-sdpa': 1" in out.stdout
+
+
+def test_standard_rules_include_attention():
+    assert "attention-to-sdpa" in [r.name for r in pypm.backend.standard_rules()]
+
+
+def test_inductor_pass_uuid_is_stable_and_depends_on_rules():
+    a = pypm.backend.inductor_pass()
+    b = pypm.backend.inductor_pass()
+    assert a.uuid() == b.uuid()
+
+    @rule(Attention, name="other")
+    def other(q, k, v):
+        return None
+
+    assert pypm.backend.inductor_pass([other]).uuid() != a.uuid()
+
+
+def test_inductor_post_grad_pass_runs_rules():
+    from torch._inductor import config
+
+    p = pypm.backend.inductor_pass()
+    torch._dynamo.reset()
+    with config.patch(post_grad_custom_pre_pass=p):
+        f = torch.compile(lambda x: torch.relu(x) * 2)
+        f(torch.randn(4))
+    assert len(p.reports) == 1  # the pass ran on the ATen-level graph
