@@ -1,0 +1,142 @@
+"""RMSNorm and LayerNorm in Triton, forward and backward, one kernel pair for both.
+
+LayerNorm is RMSNorm of the centred row: ``CENTER`` switches the mean on. Statistics (mean,
+rstd) are fp32 and saved per row for the backward. A row that fits in one tile
+(``NUM_CHUNKS == 1``) is read once and kept in registers; a longer row is streamed several
+times (statistics, then the output), the later passes mostly from L2.
+
+The backward runs a fixed number of programs, each striding over rows and summing its rows'
+weight/bias gradients in fp32; the host then adds the per-program partial sums, which keeps the
+result deterministic (no atomics).
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _load_f32(row_ptr, idx, N):
+    """Elements ``idx`` of a row as fp32, 0 past its end."""
+    return tl.load(row_ptr + idx, mask=idx < N, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _affine(xhat, W, B, idx, N, HAS_W: tl.constexpr, HAS_B: tl.constexpr):
+    """xhat · w + b, each factor only when present."""
+    y = xhat
+    if HAS_W:
+        y = y * _load_f32(W, idx, N)
+    if HAS_B:
+        y = y + _load_f32(B, idx, N)
+    return y
+
+
+@triton.jit
+def _row_stats(x_row, N, eps, cols, BLOCK_N: tl.constexpr, NUM_CHUNKS: tl.constexpr,
+               CENTER: tl.constexpr):
+    """(mean, rstd) of a streamed row: mean first (if centring), then the centred variance,
+    two passes rather than E[x²] − E[x]², which cancels badly for rows far from 0."""
+    mean = tl.sum(tl.zeros([BLOCK_N], tl.float32), 0)
+    if CENTER:
+        for c in range(NUM_CHUNKS):
+            mean += tl.sum(_load_f32(x_row, c * BLOCK_N + cols, N), 0)
+        mean = mean / N
+    var = tl.sum(tl.zeros([BLOCK_N], tl.float32), 0)
+    for c in range(NUM_CHUNKS):
+        idx = c * BLOCK_N + cols
+        xc = tl.where(idx < N, _load_f32(x_row, idx, N) - mean, 0.0)
+        var += tl.sum(xc * xc, 0)
+    return mean, 1.0 / tl.sqrt(var / N + eps)
+
+
+@triton.jit
+def norm_fwd_kernel(X, W, B, Y, MEAN, RSTD, N, stride_x, stride_y, eps,
+                    BLOCK_N: tl.constexpr, NUM_CHUNKS: tl.constexpr, CENTER: tl.constexpr,
+                    HAS_W: tl.constexpr, HAS_B: tl.constexpr):
+    """y = (x − mean) · rstd · w + b over one row (mean = 0 without ``CENTER``)."""
+    tl.static_assert(BLOCK_N % 16 == 0)
+    row = tl.program_id(0).to(tl.int64)
+    x_row = X + row * stride_x
+    y_row = Y + row * stride_y
+    cols = tl.arange(0, BLOCK_N)
+    if NUM_CHUNKS == 1:
+        x = _load_f32(x_row, cols, N)
+        mean = tl.sum(x, 0) / N if CENTER else 0.0
+        xc = tl.where(cols < N, x - mean, 0.0)
+        rstd = 1.0 / tl.sqrt(tl.sum(xc * xc, 0) / N + eps)
+        y = _affine(xc * rstd, W, B, cols, N, HAS_W, HAS_B)
+        tl.store(y_row + cols, y.to(Y.dtype.element_ty), mask=cols < N)
+    else:
+        mean, rstd = _row_stats(x_row, N, eps, cols, BLOCK_N, NUM_CHUNKS, CENTER)
+        for c in range(NUM_CHUNKS):
+            idx = c * BLOCK_N + cols
+            y = _affine((_load_f32(x_row, idx, N) - mean) * rstd, W, B, idx, N, HAS_W, HAS_B)
+            tl.store(y_row + idx, y.to(Y.dtype.element_ty), mask=idx < N)
+    tl.store(MEAN + row, mean)
+    tl.store(RSTD + row, rstd)
+
+
+@triton.jit
+def _grad_terms(x_row, dy_row, W, idx, N, mean, rstd, HAS_W: tl.constexpr):
+    """xhat and w·dy of a chunk (0 past the row's end)."""
+    xhat = tl.where(idx < N, (_load_f32(x_row, idx, N) - mean) * rstd, 0.0)
+    dy = _load_f32(dy_row, idx, N)
+    wdy = dy * _load_f32(W, idx, N) if HAS_W else dy
+    return xhat, dy, wdy
+
+
+@triton.jit
+def norm_bwd_kernel(X, W, DY, DX, MEAN, RSTD, DW_PART, DB_PART, n_rows, N,
+                    stride_x, stride_dy, stride_dx,
+                    BLOCK_N: tl.constexpr, NUM_CHUNKS: tl.constexpr, CENTER: tl.constexpr,
+                    HAS_W: tl.constexpr, HAS_B: tl.constexpr):
+    """dx = rstd · (w·dy − xhat·mean(w·dy·xhat) − mean(w·dy)) (the last term only with
+    ``CENTER``); partial Σ dy·xhat and Σ dy of this program's rows into DW_PART/DB_PART."""
+    tl.static_assert(BLOCK_N % 16 == 0)
+    pid = tl.program_id(0)
+    cols = tl.arange(0, BLOCK_N)
+    dw_acc = tl.zeros([BLOCK_N], tl.float32)
+    db_acc = tl.zeros([BLOCK_N], tl.float32)
+    programs = tl.num_programs(0)
+    part = pid.to(tl.int64) * N
+    for i in range(0, tl.cdiv(n_rows - pid, programs)):
+        row64 = pid.to(tl.int64) + i * programs.to(tl.int64)  # rows pid, pid + programs, ...
+        x_row = X + row64 * stride_x
+        dy_row = DY + row64 * stride_dy
+        dx_row = DX + row64 * stride_dx
+        mean = tl.load(MEAN + row64)
+        rstd = tl.load(RSTD + row64)
+        if NUM_CHUNKS == 1:
+            xhat, dy, wdy = _grad_terms(x_row, dy_row, W, cols, N, mean, rstd, HAS_W)
+            c1 = tl.sum(xhat * wdy, 0) / N
+            c2 = tl.sum(wdy, 0) / N if CENTER else 0.0
+            tl.store(dx_row + cols, ((wdy - xhat * c1 - c2) * rstd).to(DX.dtype.element_ty), mask=cols < N)
+            dw_acc += dy * xhat
+            db_acc += dy
+        else:
+            c1 = tl.sum(tl.zeros([BLOCK_N], tl.float32), 0)
+            c2 = tl.sum(tl.zeros([BLOCK_N], tl.float32), 0)
+            for c in range(NUM_CHUNKS):
+                xhat, dy, wdy = _grad_terms(x_row, dy_row, W, c * BLOCK_N + cols, N, mean, rstd, HAS_W)
+                c1 += tl.sum(xhat * wdy, 0)
+                c2 += tl.sum(wdy, 0)
+            c1 = c1 / N
+            c2 = c2 / N if CENTER else 0.0
+            for c in range(NUM_CHUNKS):
+                idx = c * BLOCK_N + cols
+                xhat, dy, wdy = _grad_terms(x_row, dy_row, W, idx, N, mean, rstd, HAS_W)
+                tl.store(dx_row + idx, ((wdy - xhat * c1 - c2) * rstd).to(DX.dtype.element_ty), mask=idx < N)
+                # long rows: this program owns its partial row, so read-modify-write is safe
+                if HAS_W:
+                    tl.store(DW_PART + part + idx, tl.load(DW_PART + part + idx, mask=idx < N) + dy * xhat,
+                             mask=idx < N)
+                if HAS_B:
+                    tl.store(DB_PART + part + idx, tl.load(DB_PART + part + idx, mask=idx < N) + dy,
+                             mask=idx < N)
+    if NUM_CHUNKS == 1:
+        if HAS_W:
+            tl.store(DW_PART + part + cols, dw_acc, mask=cols < N)
+        if HAS_B:
+            tl.store(DB_PART + part + cols, db_acc, mask=cols < N)
