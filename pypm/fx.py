@@ -419,6 +419,23 @@ def _rep_args(a: Any, rep: Mapping[Node, Node]) -> Any:
     return torch.fx.node.map_arg(a, lambda n: rep.get(n, n))
 
 
+def _cse_target(n: Node, owner: torch.nn.Module | None) -> Any:
+    """What must agree, besides the arguments, for two nodes to compute the same value: the
+    OpOverload itself at ATen level; at torch level the canonical name and argument layout, so
+    that ``torch.sigmoid(x)`` and ``x.sigmoid()`` merge."""
+    if n.op == "call_function" and not isinstance(n.target, torch._ops.OpOverload) and (
+            _is_torch_callable(n.target)
+            or getattr(n.target, "__module__", None) in ("_operator", "operator")):
+        name = function_name(n.target)
+        key = _callable_key(n.target)
+        return ("call", name, key if key in schema.SIGNATURES else "")
+    if n.op == "call_method":
+        return ("call", schema.canonical_name(str(n.target)), "")
+    if n.op == "call_function":
+        return ("fn", id(n.target))
+    return (n.op, _freeze(n.target))
+
+
 def cse_classes(graph: torch.fx.Graph, owner: torch.nn.Module | None = None) -> dict[Node, Node]:
     """Representative of each node merged by common-subexpression elimination (nodes that are
     their own representative are absent). Pure nodes with the same operator target and the same
@@ -432,8 +449,7 @@ def cse_classes(graph: torch.fx.Graph, owner: torch.nn.Module | None = None) -> 
             continue
         args = _rep_args(n.args, rep)
         kwargs = _rep_args(n.kwargs, rep)
-        key = (n.op, _freeze(n.target) if n.op != "call_function" else ("fn", id(n.target)),
-               _freeze(args), _freeze(kwargs))
+        key = (_cse_target(n, owner), _freeze(args), _freeze(kwargs))
         first = seen.setdefault(key, n)
         if first is not n:
             rep[n] = first

@@ -1,0 +1,150 @@
+"""The term view of fx graphs: canonical names, schema-normalised arguments, types, CSE."""
+
+from __future__ import annotations
+
+import operator
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import pypm
+from pypm.fx import GraphView, cse, match_graph, propagate_types
+from pypm.syntax import Definition, Lit, Op, Var
+
+X = torch.randn(2, 3, 4, 4)
+
+
+def terms(fn, *inputs):
+    gm = torch.fx.symbolic_trace(fn)
+    if inputs:
+        propagate_types(gm, inputs)
+    view = GraphView(gm)
+    return gm, [view.term(n) for n in gm.graph.nodes if n.op not in ("placeholder", "output")]
+
+
+@pytest.mark.parametrize("fn", [lambda x, y: x @ y, lambda x, y: torch.matmul(x, y),
+                                lambda x, y: x.matmul(y)])
+def test_matmul_spellings_are_one_operator(fn):
+    _, (t,) = terms(fn, X, X)
+    assert t.op == "matmul" and [a.node.name for a in t.args] == ["x", "y"]
+
+
+@pytest.mark.parametrize("fn", [lambda x: x.softmax(-1), lambda x: torch.softmax(x, dim=-1),
+                                lambda x: F.softmax(x, -1), lambda x: F.softmax(x, dim=3)])
+def test_softmax_spellings_are_one_operator_with_dim_minus_one(fn):
+    _, ts = terms(fn, X)
+    (t,) = [t for t in ts if t.op == "softmax"]
+    assert t.args[1:] == (-1, None)
+
+
+def test_softmax_module_call_is_softmax():
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.sm = nn.Softmax(dim=-1)
+
+        def forward(self, x):
+            return self.sm(x)
+
+    _, (t,) = terms(M(), X)
+    assert t.op == "softmax" and t.args[1] == -1
+
+
+def test_linear_module_is_linear_with_parameter_terms():
+    m = nn.Sequential(nn.Linear(4, 5))
+    _, (t,) = terms(m, torch.randn(2, 4))
+    assert t.op == "linear" and t.args[1].op == "get_attr" and t.args[1].shape == (5, 4)
+
+
+def test_python_operators_and_methods():
+    _, ts = terms(lambda x: (x / 2.0, x * 3, 0.5 * x, -x, x - 1, x.transpose(2, 3), x.permute(0, 1, -1, -2),
+                             x.view(2, 3, 16), x.reshape((6, 16))), X)
+    ops = [(t.op, t.args[1:]) for t in ts]
+    assert ("div", (2.0, None)) in ops and ("mul", (3,)) in ops and ("neg", ()) in ops
+    assert ("sub", (1, 1)) in ops and ("transpose", (-2, -1)) in ops
+    assert ("permute", ((0, 1, 3, 2),)) in ops and ("view", ((2, 3, 16),)) in ops
+    assert ("reshape", ((6, 16),)) in ops
+    assert any(t.op == "mul" and t.args[0] == 0.5 for t in ts)
+
+
+def test_types_come_from_meta():
+    _, (t,) = terms(lambda x: x.to(torch.float16), X)
+    assert t.shape == (2, 3, 4, 4) and t.dtype == torch.float16 and t.ndim == 4
+
+
+def test_aten_graph_terms_use_schema_names():
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    gm = make_fx(lambda a, b: torch.softmax(torch.bmm(a, b), -1))(torch.randn(2, 3, 3), torch.randn(2, 3, 3))
+    view = GraphView(gm)
+    ops = {view.term(n).op: view.term(n) for n in gm.graph.nodes if n.op == "call_function"}
+    assert "aten.bmm" in ops and "aten._softmax" in ops
+    assert ops["aten._softmax"].args[1:] == (-1, False)
+    assert ops["aten._softmax"].shape == (2, 3, 3)
+
+
+def test_aten_pattern_names_reach_aten_ops():
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    gm = make_fx(lambda a, b: torch.bmm(a, b).softmax(-1))(torch.randn(2, 3, 3), torch.randn(2, 3, 3))
+    mod = pypm.loads("def P(a, b):\n    return torch.ops.aten._softmax(aten.bmm(a, b), -1, False)\n")
+    (m,) = pypm.match(mod.P, gm)
+    assert m["a"].node.name == "a_1"
+
+
+def test_dynamo_symbolic_sizes_are_sympy():
+    import sympy
+
+    graphs = []
+
+    def capture(gm, inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    torch._dynamo.reset()
+    torch.compile(lambda x: x.softmax(-1), backend=capture, dynamic=True)(torch.randn(3, 5))
+    view = GraphView(graphs[0])
+    (t,) = [view.term(n) for n in graphs[0].graph.nodes if view.op_name(n) == "softmax"]
+    assert all(isinstance(s, sympy.Expr) and not s.is_number for s in t.shape)
+    assert t.args[1] == -1
+
+
+def test_cse_merges_pure_duplicates_so_equal_terms_are_identical():
+    gm, ts = terms(lambda x: x.transpose(-2, -1) + x.transpose(-2, -1), X)
+    add = ts[-1]
+    assert add.op == "add" and add.args[0] is add.args[1]
+    assert cse(gm) == 1
+    assert sum(n.op == "call_method" for n in gm.graph.nodes) == 1
+
+
+def test_random_ops_are_never_merged():
+    gm, ts = terms(lambda x: F.dropout(x, 0.5, True) + F.dropout(x, 0.5, True), X)
+    add = ts[-1]
+    assert add.args[0] is not add.args[1]
+    assert cse(gm) == 0
+
+
+def test_nonlinear_pattern_uses_identity_after_cse():
+    d = Definition("Twice", ("x",), Op("add", (Var("x"), Var("x"))))
+    gm = torch.fx.symbolic_trace(lambda x: torch.sigmoid(x) + x.sigmoid())
+    (m,) = match_graph(d, gm)
+    assert m["x"].op == "sigmoid"
+
+
+def test_literal_arguments_are_checked():
+    d = Definition("S", ("x",), Op("softmax", (Var("x"), Lit(-1))))
+    gm = torch.fx.symbolic_trace(lambda x: x.softmax(-2) + x.softmax(-1))
+    propagate_types(gm, (X,))
+    (m,) = match_graph(d, gm)
+    assert m.root.args[1] == -1
+
+
+def test_operator_targets_map_to_canonical_names():
+    from pypm.fx import function_name
+
+    assert function_name(operator.matmul) == "matmul"
+    assert function_name(operator.truediv) == "div"
+    assert function_name(torch.ops.aten.mul.Tensor) == "aten.mul"
+    assert function_name(F.scaled_dot_product_attention) == "scaled_dot_product_attention"
