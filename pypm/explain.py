@@ -62,7 +62,15 @@ class Failure:
 
     def __str__(self) -> str:
         at = f" at %{self.node}" if self.node else ""
-        return f"{self.reason}{at}: {self.message}\n      pattern {self.where}"
+        out = f"{self.reason}{at}: {self.message}\n      pattern {self.where}"
+        span = getattr(self.pattern, "span", None)
+        if span is not None and span.line_text():
+            text = span.line_text()
+            indent = len(text) - len(text.lstrip())
+            width = span.end_col - span.col if span.end_line == span.line and span.end_col > span.col else 1
+            pad = len(f"      pattern {span.file}:{span.line}: ") + span.col - 1 - indent
+            out += "\n" + " " * pad + "^" * width
+        return out
 
 
 def describe(p: Pattern, v: Any, sigma: dict[str, Any], reason: str, info: dict[str, Any]) -> str:
@@ -102,26 +110,33 @@ def describe(p: Pattern, v: Any, sigma: dict[str, Any], reason: str, info: dict[
 
 class DeepestFailure(Interpreter):
     """The interpreter with a tracer that keeps the failing step of the deepest partial match:
-    the one reached with the most operator terms matched on the current derivation (the first
-    such step on ties, in the interpreter's order)."""
+    the one reached with the most progress on the current derivation (operators entered and
+    sub-patterns matched), the first such step on ties, in the interpreter's order."""
 
     def __init__(self, program: Any, root: TermView):
         super().__init__(program, self)
         self.root = root
         self.best: Failure | None = None
         self._current: Any = root
-        self._active = 0  # operator terms matched on the current (partial) derivation
+        self._active = 0  # progress of the current (partial) derivation
 
     def run(self, p: Pattern, v: Any, sigma: dict[str, Any]) -> Any:
-        if isinstance(p, (Op, OpVar)) and isinstance(v, TermView) and len(p.args) <= len(v.args) \
-                and (isinstance(p, OpVar) or v.op == p.name):
+        # Progress of the current derivation: +1 for each operator entered, +1 for each
+        # sub-pattern whose match the derivation is building on (suspended after a result).
+        entered = isinstance(p, (Op, OpVar)) and isinstance(v, TermView) and len(p.args) <= len(v.args) \
+            and (isinstance(p, OpVar) or v.op == p.name)
+        if entered:
             self._active += 1
-            try:
-                yield from super().run(p, v, sigma)
-            finally:
+        try:
+            for out in super().run(p, v, sigma):
+                self._active += 1
+                try:
+                    yield out
+                finally:
+                    self._active -= 1
+        finally:
+            if entered:
                 self._active -= 1
-        else:
-            yield from super().run(p, v, sigma)
 
     def _args(self, ps: Any, vs: Any, i: int, sigma: Any, region: Any) -> Any:
         self._current = region[0]  # the operator term whose arguments are being matched
@@ -243,6 +258,22 @@ def _load_model(spec: str) -> tuple[Any, tuple[Any, ...]]:
     return model, tuple(inputs)
 
 
+def capture_graphs(model: Any, inputs: Sequence[Any], *, dynamic: bool = False) -> list[torch.fx.GraphModule]:
+    """The graphs dynamo hands to a backend for ``model(*inputs)`` (what ``backend="pypm"``
+    would rewrite), in order."""
+    graphs: list[torch.fx.GraphModule] = []
+
+    def capture(gm: torch.fx.GraphModule, example_inputs: Any) -> Any:
+        graphs.append(gm)
+        return gm.forward
+
+    torch._dynamo.reset()
+    with torch.no_grad():
+        torch.compile(model, backend=capture, dynamic=dynamic)(*inputs)
+    torch._dynamo.reset()
+    return graphs
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``pypm explain``: explain a pattern on a model's graph (by default, the standard attention
     pattern on the demo GPT model)."""
@@ -253,6 +284,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--model", "-m", default="pypm.demo:example",
                     help="module:function returning (model, example_inputs); default: the demo GPT")
     ap.add_argument("--node", "-n", default=None, help="only this node (by fx name)")
+    ap.add_argument("--trace", choices=("dynamo", "fx"), default="dynamo",
+                    help="graphs as torch.compile sees them (dynamo) or from torch.fx.symbolic_trace")
+    ap.add_argument("--dynamic", action="store_true", help="dynamo with dynamic=True")
     args = ap.parse_args(argv)
     try:
         import pypm.fx  # noqa: F401  (guard functions used by the standard patterns)
@@ -261,8 +295,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         pdef = load(args.patterns)[args.pattern]
         model, inputs = _load_model(args.model)
-        gm = torch.fx.symbolic_trace(model)
-        print(explain(pdef, gm, inputs, node=args.node))
+        if args.trace == "fx":
+            gm = torch.fx.symbolic_trace(model)
+            print(explain(pdef, gm, inputs, node=args.node))
+        else:
+            for i, gm in enumerate(capture_graphs(model, inputs, dynamic=args.dynamic)):
+                print(f"graph {i}:")
+                print(explain(pdef, gm, node=args.node))
     except PypmError as e:
         print(e, file=sys.stderr)
         return 1
