@@ -5,4 +5,4 @@ From Coq Require Import Extraction ExtrOcamlBasic ExtrOcamlNativeString ExtrOcam
 From PyPM Require Import Syntax Interp WellFormed Totality.
 
 Extraction Language OCaml.
-Extraction "extract/pypm.ml" interp fuel_bound check_program check infer_binds check_guarded.
+Extraction "extract/pypm.ml" interp fuel_bound check_program check_query check_guarded.

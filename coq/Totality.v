@@ -52,24 +52,23 @@ Proof.
     apply Nat.ltb_lt. eapply H; eauto.
 Qed.
 
-(** Ranks by iteration: one more than the largest rank of an unguarded callee. *)
-Fixpoint rank_iter (D : program) (k : nat) (P : string) : nat :=
+(** Ranks by iteration: one more than the largest rank of an unguarded callee,
+    as a table by name recomputed [length D + 1] times. *)
+Definition rank_step (t : list (string * nat)) (body : pat) : nat :=
+  fold_right (fun (c : bool * string) (n : nat) =>
+                if fst c then n else max (S (tbl_get 0 t (snd c))) n) 0 (calls false body).
+
+Fixpoint rank_table (D : program) (k : nat) : list (string * nat) :=
   match k with
-  | O => 0
-  | S k =>
-      match lookup_def D P with
-      | Some d =>
-          fold_right (fun (c : bool * string) (n : nat) =>
-                        if fst c then n else max (S (rank_iter D k (snd c))) n) 0
-                     (calls false (def_body d))
-      | None => 0
-      end
+  | O => []
+  | S k => let t := rank_table D k in map (fun b => (fst b, rank_step t (def_body (snd b)))) D
   end.
 
-Definition infer_ranks (D : program) : string -> nat := rank_iter D (S (length D)).
+Definition infer_ranks (D : program) : string -> nat := tbl_get 0 (rank_table D (S (length D))).
 
 (** The checker of guarded recursion. *)
-Definition check_guarded (D : program) : bool := guardedb D (infer_ranks D).
+Definition check_guarded (D : program) : bool :=
+  let t := rank_table D (S (length D)) in guardedb D (tbl_get 0 t).
 
 (** ** Bound variables hold values no larger than the matched value *)
 
@@ -450,13 +449,12 @@ Qed.
 (** The same for what the extracted checkers accept: a program that passes
     [check_program] and [check_guarded], and a pattern that [check] accepts
     from B = ∅, never runs out of fuel, whatever the value and substitution. *)
-Theorem extracted_interp_total : forall D p v s B',
-  check_program D = true -> check_guarded D = true ->
-  check D (infer_binds D) [] p = Some B' ->
+Theorem extracted_interp_total : forall D p v s,
+  check_program D = true -> check_guarded D = true -> check_query D p = true ->
   exists r, interp D (fuel_bound D p v) p v s = Ok r.
 Proof.
-  intros D p v s B' HD HG Hp.
+  intros D p v s HD HG Hp.
   apply check_program_sound in HD. apply guardedb_guarded in HG.
-  apply check_wf in Hp.
+  apply check_query_some in Hp as [B' Hp]. apply check_wf in Hp.
   eapply interp_total_guarded; eauto. intros x [].
 Qed.

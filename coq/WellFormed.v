@@ -275,18 +275,44 @@ Definition binds_step (D : program) (bnd : string -> list string) (P : string) :
   | None => []
   end.
 
-Fixpoint binds_iter (D : program) (k : nat) : string -> list string :=
+(** Tables by name, so that each round is computed once (a table, not a closure
+    that would recompute the rounds before it at every use). *)
+Fixpoint tbl_get {A : Type} (default : A) (t : list (string * A)) (P : string) : A :=
+  match t with
+  | [] => default
+  | (Q, a) :: t' => if String.eqb P Q then a else tbl_get default t' P
+  end.
+
+Fixpoint binds_table (D : program) (k : nat) : list (string * list string) :=
   match k with
-  | O => fun P => match lookup_def D P with Some d => def_params d | None => [] end
-  | S k => binds_step D (binds_iter D k)
+  | O => map (fun b => (fst b, def_params (snd b))) D
+  | S k =>
+      let t := binds_table D k in
+      map (fun b => (fst b, binds_step D (tbl_get [] t) (fst b))) D
   end.
 
 (** Every round either keeps the table or removes a parameter, so this many
     rounds reach the fixed point; [check_program] checks that it did. *)
-Definition infer_binds (D : program) : string -> list string :=
-  binds_iter D (S (fold_right (fun b n => length (def_params (snd b)) + n) 0 D)).
+Definition binds_rounds (D : program) : nat :=
+  S (fold_right (fun b n => length (def_params (snd b)) + n) 0 D).
 
-Definition check_program (D : program) : bool := check_program_with D (infer_binds D).
+Definition infer_binds (D : program) : string -> list string :=
+  tbl_get [] (binds_table D (binds_rounds D)).
+
+Definition check_program (D : program) : bool :=
+  let t := binds_table D (binds_rounds D) in check_program_with D (tbl_get [] t).
+
+(** The check of a query pattern, from B = ∅. *)
+Definition check_query (D : program) (p : pat) : bool :=
+  let t := binds_table D (binds_rounds D) in
+  match check D (tbl_get [] t) [] p with Some _ => true | None => false end.
+
+Lemma check_query_some : forall D p,
+  check_query D p = true -> exists B', check D (infer_binds D) [] p = Some B'.
+Proof.
+  unfold check_query, infer_binds; cbv zeta; intros D p H.
+  destruct (check D _ [] p); [eauto | discriminate].
+Qed.
 
 Theorem check_program_sound : forall D,
   check_program D = true -> wf_program D (infer_binds D).

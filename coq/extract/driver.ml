@@ -1,6 +1,6 @@
 (* Driver for the interpreter extracted from Coq (../Interp.v).
 
-   Reads cases from stdin, one s-expression each, and prints one line per case:
+   Reads cases from stdin, one s-expression per line, and prints one line per case:
      (case (program (def P (y1 ..) BODY) ..) PATTERN VALUE (subst (x VALUE) ..))
    VALUE   ::= (term f VALUE..) | (int N) | (str "s") | (bool true|false) | none
    PATTERN ::= _ | (var x) | (lit VALUE) | (op f PATTERN..) | (opvar x PATTERN..)
@@ -127,19 +127,24 @@ let run_case = function
   | List [Atom "case"; List (Atom "program" :: defs); p; v; List (Atom "subst" :: bs)] ->
       let d = List.map definition defs and p = pat p and v = value v in
       let s = List.map binding bs in
-      let wf = check_program d && check_guarded d && check d (infer_binds d) [] p <> None in
+      let wf = check_program d && check_guarded d && check_query d p in
       let result = match interp d (fuel_bound d p v) p v s with
         | OutOfFuel -> "outoffuel"
         | Ok l -> "(ok" ^ String.concat "" (List.map (fun s -> " " ^ show_subst s) l) ^ ")" in
       (if wf then "wf " else "notwf ") ^ result
   | e -> err "case" e
 
+(* One case per line; the answer is flushed after each, so a test can keep one driver running. *)
 let () =
-  let text =
-    let b = Buffer.create 65536 in
-    (try while true do Buffer.add_channel b stdin 1 done with End_of_file -> ());
-    Buffer.contents b in
-  List.iter (fun c ->
-      let line = try run_case c with Parse_error m -> "error " ^ m in
-      print_endline line)
-    (tokenize text)
+  try
+    while true do
+      let line = input_line stdin in
+      if String.trim line <> "" then begin
+        let out =
+          try String.concat "\n" (List.map run_case (tokenize line))
+          with Parse_error m -> "error " ^ m | Invalid_argument m | Failure m -> "error " ^ m in
+        print_endline out;
+        flush stdout
+      end
+    done
+  with End_of_file -> ()
