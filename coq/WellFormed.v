@@ -103,7 +103,8 @@ Definition wf_def (P : string) (d : definition) : Prop :=
   NoDup (def_params d) /\ incl (bnd P) (def_params d) /\
   exists B', wf [] (def_body d) B' /\ incl (bnd P) B'.
 
-Definition wf_program : Prop := Forall (fun b => wf_def (fst b) (snd b)) D.
+(** A program: distinct names (a Python program is a dict), well-formed definitions. *)
+Definition wf_program : Prop := NoDup (map fst D) /\ Forall (fun b => wf_def (fst b) (snd b)) D.
 
 (** ** The checker *)
 
@@ -225,7 +226,8 @@ Definition check_def (P : string) (d : definition) : bool :=
   | None => false
   end.
 
-Definition check_program_with : bool := forallb (fun b => check_def (fst b) (snd b)) D.
+Definition check_program_with : bool :=
+  nodupb (map fst D) && forallb (fun b => check_def (fst b) (snd b)) D.
 
 Lemma check_def_wf : forall P d, check_def P d = true <-> wf_def P d.
 Proof.
@@ -241,8 +243,9 @@ Qed.
 (** The checker agrees with the relation. *)
 Theorem check_program_with_wf : check_program_with = true <-> wf_program.
 Proof.
-  unfold check_program_with, wf_program. rewrite forallb_forall, Forall_forall.
-  split; intros H b Hb; apply check_def_wf; auto.
+  unfold check_program_with, wf_program.
+  rewrite andb_true_iff, nodupb_NoDup, forallb_forall, Forall_forall.
+  split; intros [H1 H2]; split; auto; intros b Hb; apply check_def_wf; auto.
 Qed.
 
 End WF.
@@ -258,7 +261,7 @@ Qed.
 Lemma wf_program_lookup : forall D bnd P d,
   wf_program D bnd -> lookup_def D P = Some d -> wf_def D bnd P d.
 Proof.
-  unfold wf_program; intros D bnd P d H Hd. rewrite Forall_forall in H.
+  unfold wf_program; intros D bnd P d [_ H] Hd. rewrite Forall_forall in H.
   apply (H (P, d)). apply lookup_def_In; auto.
 Qed.
 
