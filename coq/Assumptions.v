@@ -9,6 +9,7 @@ Print Assumptions sem_monotone.
 Print Assumptions guard_local.
 Print Assumptions check_wf.
 Print Assumptions check_program_with_wf.
+Print Assumptions check_program_wf.
 Print Assumptions guardedb_guarded.
 Print Assumptions interp_total_guarded.
 Print Assumptions interp_complete_guarded.

@@ -1,6 +1,6 @@
 (** * Well-formedness (LANGUAGE.md §5): a relation and a decidable checker. *)
 
-From Coq Require Import String ZArith List Bool Arith.
+From Coq Require Import String ZArith List Bool Arith Lia.
 From PyPM Require Import Syntax Semantics.
 Import ListNotations.
 
@@ -320,3 +320,303 @@ Qed.
 Theorem check_program_sound : forall D,
   check_program D = true -> wf_program D (infer_binds D).
 Proof. intros D H. apply check_program_with_wf. exact H. Qed.
+
+(** ** The checker accepts every program that is well formed for some table *)
+
+Section Gfp.
+Variable D : program.
+
+Definition below (b1 b2 : string -> list string) : Prop :=
+  forall P d, lookup_def D P = Some d -> incl (b1 P) (b2 P).
+
+Lemma call_binds_mono : forall b1 b2 P xs,
+  below b1 b2 -> incl (call_binds D b1 P xs) (call_binds D b2 P xs).
+Proof.
+  unfold call_binds; intros b1 b2 P xs H. destruct (lookup_def D P) as [d|] eqn:Ed; [| intros y []].
+  intros y Hy. apply in_map_iff in Hy as ([x z] & E & Hy). apply in_map_iff. exists (x, z).
+  split; auto. apply filter_In in Hy as [Hy Hz]. apply filter_In. split; auto.
+  simpl in *. apply mem_In. apply (H P d Ed). apply mem_In; auto.
+Qed.
+
+(** [wf] is monotone in the table and in the bound variables. *)
+Lemma wf_mono : forall b1 b2, below b1 b2 ->
+  forall B1 p B1', wf D b1 B1 p B1' ->
+  forall B2, incl B1 B2 -> exists B2', wf D b2 B2 p B2' /\ incl B1' B2'.
+Proof.
+  intros b1 b2 Hb.
+  apply (wf_mut D b1
+    (fun B1 p B1' _ => forall B2, incl B1 B2 -> exists B2', wf D b2 B2 p B2' /\ incl B1' B2')
+    (fun B1 ps B1' _ => forall B2, incl B1 B2 -> exists B2', wf_args D b2 B2 ps B2' /\ incl B1' B2')).
+  - intros B C HB. exists C; split; [constructor | auto].
+  - intros B x C HB. exists (x :: C); split; [constructor |].
+    intros y [<- | Hy]; [left | right]; auto.
+  - intros B l C HB. exists C; split; [constructor | auto].
+  - intros B f ps B' _ IH C HB. destruct (IH C HB) as (C' & H1 & H2).
+    exists C'; split; [constructor |]; auto.
+  - intros B x ps B' _ IH C HB. destruct (IH (x :: C)) as (C' & H1 & H2).
+    + intros y [<- | Hy]; [left | right]; auto.
+    + exists C'; split; [constructor |]; auto.
+  - intros B p1 p2 B1 B2 _ IH1 _ IH2 C HB.
+    destruct (IH1 C HB) as (C1 & H3 & H4). destruct (IH2 C HB) as (C2 & H5 & H6).
+    exists (inter C1 C2). split; [constructor; auto |].
+    intros y Hy. apply In_inter in Hy as [Hy1 Hy2]. apply In_inter; auto.
+  - intros B x p B1 _ IH C HB. destruct (IH (rem x C)) as (C1 & H1 & H2).
+    { intros y Hy. apply In_rem in Hy as [Hy Hxy]. apply In_rem; auto. }
+    exists (if mem x C then x :: rem x C1 else rem x C1). split; [constructor; auto |].
+    assert (Hr : incl (rem x B1) (rem x C1)).
+    { intros y Hy. apply In_rem in Hy as [Hy Hxy]. apply In_rem; auto. }
+    destruct (mem x B) eqn:E1, (mem x C) eqn:E2.
+    + intros y [<- | Hy]; [left | right]; auto.
+    + apply mem_In in E1. apply HB in E1. apply mem_In in E1. congruence.
+    + intros y Hy; right; auto.
+    + auto.
+  - intros B P xs d Hd Hlen C HB. exists (call_binds D b2 P xs ++ C).
+    split; [econstructor; eauto |].
+    intros y Hy. apply in_app_or in Hy as [Hy | Hy]; apply in_or_app; [left | right]; auto.
+    eapply call_binds_mono; eauto.
+  - intros B p g B1 _ IH Hg C HB. destruct (IH C HB) as (C1 & H1 & H2).
+    exists C1. split; [constructor; auto |]; auto. intros y Hy; auto.
+  - intros B p x q B1 B2 _ IH1 Hx _ IH2 C HB.
+    destruct (IH1 C HB) as (C1 & H3 & H4). destruct (IH2 C1 H4) as (C2 & H5 & H6).
+    exists C2. split; [econstructor; eauto |]; auto.
+  - intros B C HB. exists C; split; [constructor | auto].
+  - intros B C HB. exists C; split; [constructor | auto].
+  - intros B p ps B1 B2 _ IH _ IHa C HB.
+    destruct (IH C HB) as (C1 & H3 & H4). destruct (IHa C1 H4) as (C2 & H5 & H6).
+    exists C2. split; [econstructor; eauto | auto].
+Qed.
+
+Lemma check_mono : forall b1 b2 B p B1, below b1 b2 ->
+  check D b1 B p = Some B1 -> exists B2, check D b2 B p = Some B2 /\ incl B1 B2.
+Proof.
+  intros b1 b2 B p B1 Hb H. apply check_wf in H.
+  destruct (wf_mono b1 b2 Hb B p B1 H B (incl_refl B)) as (B2 & H1 & H2).
+  exists B2. split; auto. apply check_wf; auto.
+Qed.
+
+Lemma tbl_get_map : forall {A : Type} (dflt : A) (F : string -> definition -> A) P,
+  tbl_get dflt (map (fun b => (fst b, F (fst b) (snd b))) D) P =
+  match lookup_def D P with Some d => F P d | None => dflt end.
+Proof.
+  intros A dflt F P. induction D as [| [Q e] D' IH]; simpl; auto.
+  destruct (String.eqb P Q) eqn:E; auto. apply String.eqb_eq in E; subst; auto.
+Qed.
+
+Definition tab (k : nat) : string -> list string := tbl_get [] (binds_table D k).
+
+Lemma tab_0 : forall P,
+  tab 0 P = match lookup_def D P with Some d => def_params d | None => [] end.
+Proof.
+  intros P. unfold tab. simpl.
+  exact (tbl_get_map [] (fun _ d => def_params d) P).
+Qed.
+
+Lemma tab_S : forall k P, tab (S k) P = binds_step D (tab k) P.
+Proof.
+  intros k P. unfold tab at 1. simpl.
+  pose proof (tbl_get_map [] (fun Q _ => binds_step D (tab k) Q) P) as E.
+  simpl in E. unfold tab in E |- *. rewrite E.
+  unfold binds_step. destruct (lookup_def D P); reflexivity.
+Qed.
+
+(** The rounds start at every parameter and only shrink. *)
+Lemma tab_shrinks : forall k, below (tab (S k)) (tab k).
+Proof.
+  induction k as [| k IH]; intros P d Hd; rewrite tab_S; unfold binds_step; rewrite Hd.
+  - rewrite tab_0, Hd. destruct (check D (tab 0) [] (def_body d)); [| intros y []].
+    intros y Hy. apply filter_In in Hy; tauto.
+  - rewrite tab_S. unfold binds_step. rewrite Hd.
+    destruct (check D (tab (S k)) [] (def_body d)) as [B2|] eqn:E2; [| intros y []].
+    destruct (check_mono _ _ _ _ _ IH E2) as (B1 & E1 & Hi). rewrite E1.
+    intros y Hy. apply filter_In in Hy as [Hy Hm]. apply filter_In. split; auto.
+    apply mem_In. apply Hi. apply mem_In; auto.
+Qed.
+
+(** Every table for which the program is well formed is below every round. *)
+Lemma tab_above : forall bnd, wf_program D bnd -> forall k, below bnd (tab k).
+Proof.
+  intros bnd HD k. induction k as [| k IH]; intros P d Hd.
+  - rewrite tab_0, Hd. apply (wf_program_lookup D bnd P d HD Hd).
+  - destruct (wf_program_lookup D bnd P d HD Hd) as (_ & Hp & B & Hw & Hi).
+    apply check_wf in Hw. destruct (check_mono _ _ _ _ _ IH Hw) as (B' & E & Hi').
+    rewrite tab_S. unfold binds_step. rewrite Hd, E.
+    intros y Hy. apply filter_In. split; auto. apply mem_In; auto.
+Qed.
+
+(** Counting: the rounds are filters of the parameter lists that only shrink. *)
+Lemma filter_sub_length : forall (p q : string -> bool) l,
+  (forall y, In y l -> p y = true -> q y = true) ->
+  length (filter p l) <= length (filter q l) /\
+  (filter p l <> filter q l -> length (filter p l) < length (filter q l)).
+Proof.
+  intros p q l H. induction l as [| a l IH]; simpl; [split; [auto | congruence] |].
+  specialize (IH (fun y Hy => H y (or_intror Hy))). destruct IH as [IH1 IH2].
+  destruct (p a) eqn:Ep, (q a) eqn:Eq; simpl.
+  - split; [lia |]. intros Hne. assert (filter p l <> filter q l) by congruence. specialize (IH2 H0). lia.
+  - rewrite (H a (or_introl eq_refl) Ep) in Eq; discriminate.
+  - split; [lia |]. intros _. lia.
+  - auto.
+Qed.
+
+Lemma tab_filter : forall k P d, lookup_def D P = Some d ->
+  exists q, tab k P = filter q (def_params d).
+Proof.
+  intros [| k] P d Hd.
+  - exists (fun _ => true). rewrite tab_0, Hd. induction (def_params d); simpl; congruence.
+  - rewrite tab_S. unfold binds_step. rewrite Hd.
+    destruct (check D (tab k) [] (def_body d)) as [B|].
+    + eauto.
+    + exists (fun _ => false). induction (def_params d); simpl; auto.
+Qed.
+
+Lemma tab_step_length : forall k P d, lookup_def D P = Some d ->
+  length (tab (S k) P) <= length (tab k P) /\
+  (tab (S k) P <> tab k P -> length (tab (S k) P) < length (tab k P)).
+Proof.
+  intros k P d Hd.
+  destruct (tab_filter (S k) P d Hd) as (q1 & E1), (tab_filter k P d Hd) as (q0 & E0).
+  rewrite E1, E0. apply filter_sub_length. intros y Hy Hq.
+  assert (In y (tab (S k) P)) by (rewrite E1; apply filter_In; auto).
+  apply (tab_shrinks k P d Hd) in H. rewrite E0 in H. apply filter_In in H; tauto.
+Qed.
+
+Lemma call_binds_ext : forall f g P xs,
+  (forall Q d, lookup_def D Q = Some d -> f Q = g Q) -> call_binds D f P xs = call_binds D g P xs.
+Proof.
+  unfold call_binds; intros f g P xs H. destruct (lookup_def D P) as [d|] eqn:Ed; auto.
+  rewrite (H P d Ed). reflexivity.
+Qed.
+
+Lemma check_ext : forall f g,
+  (forall Q d, lookup_def D Q = Some d -> f Q = g Q) -> forall p B, check D f B p = check D g B p.
+Proof.
+  intros f g H.
+  assert (Hargs : forall ps, Forall (fun p => forall B, check D f B p = check D g B p) ps ->
+            forall B, check_args (check D f) B ps = check_args (check D g) B ps).
+  { induction 1 as [| p ps Hp _ IH]; intros B; simpl; auto. rewrite Hp.
+    destruct (check D g B p); auto. }
+  induction p as [| x | l | f0 ps IH | x ps IH | p1 p2 IH1 IH2 | x p IH | P xs
+                  | p g0 IH | p x q IH IHq | ] using pat_ind'; intros B; simpl;
+    rewrite ?check_list_eq; auto.
+  - rewrite IH1, IH2; auto.
+  - rewrite IH; auto.
+  - rewrite (call_binds_ext f g P xs H). auto.
+  - rewrite IH; auto.
+  - rewrite IH. destruct (check D g B p); auto. destruct (mem x l); auto.
+Qed.
+
+Lemma In_defined : forall P d, In (P, d) D -> exists d', lookup_def D P = Some d'.
+Proof.
+  intros P d H. induction D as [| [Q e] D' IH]; simpl in *; [contradiction |].
+  destruct (String.eqb P Q) eqn:E; eauto. destruct H as [H | H]; auto.
+  inversion H; subst. rewrite String.eqb_refl in E. discriminate.
+Qed.
+
+Definition stableb (k : nat) : bool :=
+  forallb (fun b => if list_eq_dec String.string_dec (tab (S k) (fst b)) (tab k (fst b))
+                    then true else false) D.
+
+Lemma stableb_true : forall k, stableb k = true ->
+  forall P d, lookup_def D P = Some d -> tab (S k) P = tab k P.
+Proof.
+  unfold stableb; intros k H P d Hd. rewrite forallb_forall in H.
+  specialize (H (P, d) (lookup_def_In D P d Hd)). simpl in H.
+  destruct (list_eq_dec String.string_dec (tab (S k) P) (tab k P)); auto; discriminate.
+Qed.
+
+Lemma stableb_persists : forall k, stableb k = true -> stableb (S k) = true.
+Proof.
+  intros k H. unfold stableb. apply forallb_forall. intros [P d] Hin. simpl.
+  destruct (In_defined P d Hin) as [d' Hd].
+  assert (E : tab (S (S k)) P = tab (S k) P).
+  { rewrite (tab_S (S k) P), (tab_S k P). unfold binds_step.
+    destruct (lookup_def D P) as [e|]; auto.
+    rewrite (check_ext (tab (S k)) (tab k) (stableb_true k H)). reflexivity. }
+  rewrite E. destruct (list_eq_dec String.string_dec (tab (S k) P) (tab (S k) P)); congruence.
+Qed.
+
+Definition msum (L : program) (k : nat) : nat := fold_right (fun b n => length (tab k (fst b)) + n) 0 L.
+
+Lemma msum_step : forall L k, incl L D ->
+  msum L (S k) <= msum L k /\
+  (forallb (fun b => if list_eq_dec String.string_dec (tab (S k) (fst b)) (tab k (fst b))
+                     then true else false) L = false -> msum L (S k) < msum L k).
+Proof.
+  induction L as [| [P d] L IH]; intros k Hincl; simpl; [split; [auto | discriminate] |].
+  destruct (IH k) as [IH1 IH2]; [intros b Hb; apply Hincl; right; auto |].
+  destruct (In_defined P d (Hincl _ (or_introl eq_refl))) as [d' Hd].
+  destruct (tab_step_length k P d' Hd) as [H1 H2].
+  destruct (list_eq_dec String.string_dec (tab (S k) P) (tab k P)) as [E | E]; simpl.
+  - split; [lia |]. intros Hf. specialize (IH2 Hf). lia.
+  - split; [lia |]. intros _. specialize (H2 E). lia.
+Qed.
+
+Hypothesis Hnames : NoDup (map fst D).
+
+Lemma lookup_def_nodup : forall P d, In (P, d) D -> lookup_def D P = Some d.
+Proof.
+  clear -Hnames. induction D as [| [Q e] D' IH]; simpl; intros P d H; [contradiction |].
+  inversion Hnames; subst. destruct H as [E | H].
+  - inversion E; subst. rewrite String.eqb_refl; auto.
+  - destruct (String.eqb P Q) eqn:E.
+    + apply String.eqb_eq in E; subst. exfalso. apply H2. apply in_map_iff. exists (Q, d); auto.
+    + apply IH; auto.
+Qed.
+
+Lemma msum_0 : forall L, incl L D ->
+  msum L 0 = fold_right (fun b n => length (def_params (snd b)) + n) 0 L.
+Proof.
+  induction L as [| [P d] L IH]; intros Hincl; simpl; auto.
+  rewrite tab_0, (lookup_def_nodup P d (Hincl _ (or_introl eq_refl))).
+  rewrite IH; auto. intros b Hb; apply Hincl; right; auto.
+Qed.
+
+(** The rounds reach the fixed point within [binds_rounds D]. *)
+Lemma stable_at_rounds : stableb (binds_rounds D) = true.
+Proof.
+  destruct (stableb (binds_rounds D)) eqn:E; auto. exfalso.
+  assert (Hnot : forall j, j <= binds_rounds D -> stableb j = false).
+  { intros j Hj. destruct (stableb j) eqn:Ej; auto.
+    assert (forall m, stableb (j + m) = true) as Hm.
+    { induction m; [rewrite Nat.add_0_r; auto | rewrite Nat.add_succ_r; apply stableb_persists; auto]. }
+    specialize (Hm (binds_rounds D - j)). replace (j + (binds_rounds D - j)) with (binds_rounds D) in Hm
+      by lia. congruence. }
+  assert (Hdec : forall j, j <= S (binds_rounds D) -> msum D j + j <= msum D 0).
+  { induction j as [| j IH]; intros Hj; [lia |].
+    destruct (msum_step D j (incl_refl D)) as [_ H2].
+    specialize (H2 (Hnot j ltac:(lia))). specialize (IH ltac:(lia)). lia. }
+  specialize (Hdec (S (binds_rounds D)) (le_n _)).
+  rewrite (msum_0 D (incl_refl D)) in Hdec. unfold binds_rounds in Hdec. lia.
+Qed.
+
+(** The table of the last round is post-fixed, and above every table for
+    which the program is well formed: the checker is complete. *)
+Theorem check_program_complete : forall bnd, wf_program D bnd -> check_program D = true.
+Proof.
+  intros bnd HD. unfold check_program. cbv zeta. apply check_program_with_wf.
+  fold (tab (binds_rounds D)).
+  split; auto. apply Forall_forall. intros [P d] Hin. simpl.
+  pose proof (lookup_def_nodup P d Hin) as Hd.
+  destruct (wf_program_lookup D bnd P d HD Hd) as (Hnd & _ & Bb & Hw & _).
+  apply check_wf in Hw.
+  destruct (check_mono _ _ _ _ _ (tab_above bnd HD (binds_rounds D)) Hw) as (B' & E & _).
+  split; [exact Hnd |]. split.
+  - destruct (tab_filter (binds_rounds D) P d Hd) as (q & Eq). rewrite Eq.
+    intros y Hy. apply filter_In in Hy; tauto.
+  - exists B'. split; [apply check_wf; exact E |].
+    rewrite <- (stableb_true _ stable_at_rounds P d Hd). rewrite tab_S.
+    unfold binds_step. rewrite Hd, E. intros y Hy. apply filter_In in Hy as [_ Hy]. apply mem_In; auto.
+Qed.
+
+End Gfp.
+
+(** §5 as a checker agrees with its relation: [check_program] accepts exactly
+    the programs that are well formed for some table of always-bound parameters
+    (and then for the table it infers, the greatest one). *)
+Theorem check_program_wf : forall D,
+  check_program D = true <-> exists bnd, wf_program D bnd.
+Proof.
+  intros D. split.
+  - intros H. exists (infer_binds D). apply check_program_sound; auto.
+  - intros [bnd H]. apply (check_program_complete D (proj1 H) bnd H).
+Qed.
