@@ -151,12 +151,13 @@ def _fwd_tiles(acc, m_i, l_i, q, k_ptrs, v_ptrs, mask_ptrs, offs_m, offs_n0, d_o
     return acc, m_i, l_i
 
 
-_BIG_HEAD_CONFIGS: set[int] = set()  # ids of the candidates meant for head dims above 128
+_BIG_HEAD_CONFIGS: set[int] = set()  # ids of the candidates meant for rows over 256 bytes
 
 
 def _configs(small, big):
-    """Autotuning candidates ``(BLOCK_M, BLOCK_N, num_warps, num_stages)`` for head dims up to
-    128 (``small``) and above (``big``: smaller tiles and fewer stages, to fit shared memory).
+    """Autotuning candidates ``(BLOCK_M, BLOCK_N, num_warps, num_stages)`` for rows of up to 256
+    bytes (``small``: head dim 128 in 16-bit) and longer (``big``: smaller tiles and fewer
+    stages, to fit shared memory).
     Under the interpreter one tiny tile (so that small test shapes span several tiles and ragged
     edges); with ``PYPM_AUTOTUNE=0`` the first candidate of each list (quick GPU checks)."""
     if interpreting():
@@ -174,9 +175,10 @@ def _configs(small, big):
 
 
 def _prune_by_head_dim(configs, named_args, **kwargs):
-    """Keep the candidates of this head dim's class (see ``_configs``)."""
-    # constexpr arguments arrive in kwargs on some Triton versions, in named_args on others
-    big = {**kwargs, **named_args}["BLOCK_D"] > 128
+    """Keep the candidates of this head's class (see ``_configs``): rows of more than 256 bytes
+    (head dim above 128 in 16-bit, above 64 in fp32) take the small tiles."""
+    args = {**kwargs, **named_args}  # constexprs arrive in either dict, by Triton version
+    big = args["BLOCK_D"] * args["Q"].element_size() > 256
     keep = [c for c in configs if (id(c) in _BIG_HEAD_CONFIGS) == big]
     return keep or configs
 

@@ -44,10 +44,10 @@ class _Settings:
 
     triton_on_cpu: bool = False
     poison_outputs: bool = False
-    # Longest row the row kernels (softmax, norms) keep in registers in one tile; longer rows
-    # are streamed in chunks. 16k fp32 values are 32 per thread at 16 warps. Tests lower it to
-    # exercise the chunked path at small sizes.
-    max_row_block: int = 16384
+    # Cap on the tile of the row kernels (softmax, norms), below each kernel's own cap (what
+    # fits in registers); longer rows are streamed in chunks. Tests lower it to exercise the
+    # chunked path at small sizes.
+    max_row_block: int = 1 << 20
 
 
 settings = _Settings()
@@ -112,11 +112,13 @@ def check_floating_same(op: str, named: dict[str, torch.Tensor | None]) -> None:
         raise KernelInputError(f"{op}: inputs must be on one device, got {listing}")
 
 
-def row_plan(n: int) -> dict[str, int]:
-    """Tile, chunk count and warps for a row kernel over rows of length ``n``: one warp per
-    1024 elements of the tile (at least 4, at most 16), so each thread holds 8 to 32 values."""
-    block = max(16, min(next_pow2(n), settings.max_row_block))
-    return {"BLOCK_N": block, "NUM_CHUNKS": -(-n // block), "num_warps": min(16, max(4, block // 1024))}
+def row_plan(n: int, max_block: int, per_thread: int) -> dict[str, int]:
+    """Tile, chunk count and warps for a row kernel over rows of length ``n``: tiles of at most
+    ``max_block`` elements (and ``settings.max_row_block``), each thread holding about
+    ``per_thread`` values of every row-long array, 4 to 32 warps."""
+    block = max(16, min(next_pow2(n), max_block, settings.max_row_block))
+    warps = min(32, max(4, block // (32 * per_thread)))
+    return {"BLOCK_N": block, "NUM_CHUNKS": -(-n // block), "num_warps": warps}
 
 
 def next_pow2(n: int) -> int:

@@ -3,7 +3,7 @@
 LayerNorm is RMSNorm of the centred row: ``CENTER`` switches the mean on. Statistics (mean,
 rstd) are fp32 and saved per row for the backward. A row that fits in one tile
 (``NUM_CHUNKS == 1``) is read once and kept in registers; a longer row is streamed several
-times (statistics, then the output), the later passes mostly from L2.
+times (statistics, then the output), the second pass mostly from L2.
 
 The backward runs a fixed number of programs, each striding over rows and summing its rows'
 weight/bias gradients in fp32; the host then adds the per-program partial sums, which keeps the
@@ -36,19 +36,26 @@ def _affine(xhat, W, B, idx, N, HAS_W: tl.constexpr, HAS_B: tl.constexpr):
 @triton.jit
 def _row_stats(x_row, N, eps, cols, BLOCK_N: tl.constexpr, NUM_CHUNKS: tl.constexpr,
                CENTER: tl.constexpr):
-    """(mean, rstd) of a streamed row: mean first (if centring), then the centred variance,
-    two passes rather than E[x²] − E[x]², which cancels badly for rows far from 0."""
+    """(mean, rstd) of a streamed row in one pass: each chunk's count, mean and centred sum of
+    squares, merged as in Chan et al. (no E[x²] − E[x]² cancellation for rows far from 0)."""
+    count = tl.sum(tl.zeros([BLOCK_N], tl.float32), 0)
     mean = tl.sum(tl.zeros([BLOCK_N], tl.float32), 0)
-    if CENTER:
-        for c in range(NUM_CHUNKS):
-            mean += tl.sum(_load_f32(x_row, c * BLOCK_N + cols, N), 0)
-        mean = mean / N
-    var = tl.sum(tl.zeros([BLOCK_N], tl.float32), 0)
+    m2 = tl.sum(tl.zeros([BLOCK_N], tl.float32), 0)
     for c in range(NUM_CHUNKS):
         idx = c * BLOCK_N + cols
-        xc = tl.where(idx < N, _load_f32(x_row, idx, N) - mean, 0.0)
-        var += tl.sum(xc * xc, 0)
-    return mean, 1.0 / tl.sqrt(var / N + eps)
+        x = _load_f32(x_row, idx, N)
+        n_c = tl.minimum(N - c * BLOCK_N, BLOCK_N).to(tl.float32)
+        if CENTER:
+            mean_c = tl.sum(x, 0) / n_c
+            xc = tl.where(idx < N, x - mean_c, 0.0)
+            delta = mean_c - mean
+            total = count + n_c
+            m2 += tl.sum(xc * xc, 0) + delta * delta * count * n_c / total
+            mean += delta * n_c / total
+            count = total
+        else:
+            m2 += tl.sum(x * x, 0)
+    return mean, 1.0 / tl.sqrt(m2 / N + eps)
 
 
 @triton.jit

@@ -52,7 +52,8 @@ def _forward(x, normalized_shape, weight, bias, eps: float, center: bool):
             b = bias.reshape(-1) if bias is not None else x2
             wrap(K.norm_fwd_kernel)[(rows,)](
                 x2, w, b, y2, mean, rstd, n, x2.stride(0), y2.stride(0), eps,
-                CENTER=center, HAS_W=weight is not None, HAS_B=bias is not None, **row_plan(n))
+                CENTER=center, HAS_W=weight is not None, HAS_B=bias is not None,
+                **row_plan(n, 16384, 32))  # x in registers, w and b streamed through
     else:
         xf = x2.float()
         m = xf.mean(-1, keepdim=True) if center else torch.zeros_like(xf[:, :1])
@@ -82,6 +83,15 @@ def _layer_norm_op(x: torch.Tensor, normalized_shape: list[int], weight: torch.T
     return _forward(x, normalized_shape, weight, bias, float(eps), center=True)
 
 
+PARTIAL_ELEMENTS = 1 << 22  # cap on programs × n of the fp32 partial sums (16 MB: stays in L2)
+
+
+def _backward_programs(rows: int, n: int, warps: int, sms: int) -> int:
+    """Programs of the backward: enough to fill every SM (64 warps each), few enough that the
+    per-program weight/bias partial sums stay small next to the tensors themselves."""
+    return max(1, min(rows, sms * max(1, 64 // warps), max(sms, PARTIAL_ELEMENTS // n)))
+
+
 def _norm_backward_op(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor | None, mean: torch.Tensor,
                       rstd: torch.Tensor, normalized_shape: list[int], center: bool, has_bias: bool
                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -94,7 +104,9 @@ def _norm_backward_op(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor 
     has_w = weight is not None
     if use_triton(x):
         from . import _norm_kernels as K
-        programs = max(1, min(rows, 2 * sms_for(x)))  # two programs per SM hide each other's latency
+        # x, dy, w and the two gradient sums per thread: rows up to 8k stay in registers
+        plan = row_plan(n, 8192, 16)
+        programs = _backward_programs(rows, n, plan["num_warps"], sms_for(x))
         parts = torch.zeros((programs if has_w or has_bias else 0, n), dtype=torch.float32, device=x.device)
         dw_part = parts if has_w else x2
         db_part = torch.zeros_like(parts) if has_bias else x2
@@ -102,7 +114,7 @@ def _norm_backward_op(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor 
             wrap(K.norm_bwd_kernel)[(programs,)](
                 x2, weight.reshape(-1) if has_w else x2, g2, dx2, m, r, dw_part, db_part, rows, n,
                 x2.stride(0), g2.stride(0), dx2.stride(0),
-                CENTER=center, HAS_W=has_w, HAS_B=has_bias, **row_plan(n))
+                CENTER=center, HAS_W=has_w, HAS_B=has_bias, **plan)
         dw = dw_part.sum(0) if has_w else None
         db = db_part.sum(0) if has_bias else None
     else:
