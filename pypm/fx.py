@@ -24,7 +24,6 @@ themselves.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
@@ -33,7 +32,7 @@ import torch.fx
 
 from . import schema
 from .match import Interpreter, Match
-from .syntax import Alt, Call, Definition, Exists, Guard, Op, Pattern, Program, Then
+from .syntax import Alt, Call, Definition, Exists, Fail, Guard, Op, Pattern, Program, Then, Var
 from .terms import TermView
 
 Node = torch.fx.Node
@@ -361,74 +360,129 @@ def _normalise_dims(op: str, args: tuple[Any, ...]) -> tuple[Any, ...]:
 # Purity and CSE
 
 
-def is_impure(node: Node, op: str | None = None, owner: torch.nn.Module | None = None) -> bool:
+_PURE_TARGETS: dict[tuple[str, Any], bool] = {}
+
+
+def is_impure(node: Node, op: str | None = None, owner: torch.nn.Module | None = None,
+              module: Callable[[str], Any] | None = None) -> bool:
     """True for nodes that a rewrite must not consume and CSE must not merge: graph inputs and
-    outputs, random ops (dropout only while training), in-place ops, unknown modules."""
-    if node.op in ("placeholder", "output"):
+    outputs, random ops (dropout only while training), in-place ops, unknown modules.
+    ``module`` looks up submodules by name (a cache), ``op`` is the node's canonical name."""
+    kind = node.op
+    if kind in ("placeholder", "output"):
         return True
-    if node.op == "get_attr":
+    if kind == "get_attr":
         return False
-    op = op or target_name(node, owner)
-    if node.op == "call_module":
-        mod = _submodule(owner, str(node.target))
+    if kind == "call_module":
+        mod = module(str(node.target)) if module is not None else _submodule(owner, str(node.target))
         if mod is None or type(mod) not in _MODULES:
             return True
         return isinstance(mod, torch.nn.Dropout) and mod.training and mod.p > 0
+    op = op or target_name(node, owner)
     if op.endswith("dropout") and not op.startswith("aten.native"):
         training = node.kwargs.get("training", node.args[2] if len(node.args) > 2 else True)
         p = node.kwargs.get("p", node.args[1] if len(node.args) > 1 else 0.5)
         return not (training is False or p == 0)
+    key = (kind, node.target)
+    try:
+        cached = _PURE_TARGETS.get(key)
+    except TypeError:
+        key, cached = None, None  # type: ignore[assignment]
+    if cached is not None:
+        return not cached
+    impure = _impure_target(node, op)
+    if key is not None:
+        _PURE_TARGETS[key] = not impure
+    return impure
+
+
+def _impure_target(node: Node, op: str) -> bool:
     if schema.is_random(op) or schema.is_inplace(op):
         return True
     target = node.target
     if isinstance(target, torch._ops.OpOverload):
-        if target._schema.is_mutable or torch.Tag.nondeterministic_seeded in target.tags:
-            return True
-    if node.op == "call_function" and target in (getattr, print, setattr):
-        return target is not getattr
+        return bool(target._schema.is_mutable or torch.Tag.nondeterministic_seeded in target.tags)
+    if node.op == "call_function" and target in (print, setattr):
+        return True
+    if node.op == "call_function" and target is getattr:
+        return False
     try:
         return bool(node.is_impure())
     except Exception:  # older torch: is_impure may need a module
         return False
 
 
+class TargetNames:
+    """Canonical names of nodes, cached by (kind, target), with submodules looked up once."""
+
+    def __init__(self, owner: torch.nn.Module | None):
+        self.owner = owner
+        self._names: dict[Any, str] = {}
+        self._modules: dict[str, Any] = {}
+
+    def module(self, qualname: str) -> Any:
+        try:
+            return self._modules[qualname]
+        except KeyError:
+            mod = self._modules[qualname] = _submodule(self.owner, qualname)
+            return mod
+
+    def __call__(self, node: Node) -> str:
+        key = (node.op, node.target)
+        try:
+            return self._names[key]
+        except KeyError:
+            pass
+        except TypeError:
+            return target_name(node, self.owner)
+        if node.op == "call_module":
+            mod = self.module(str(node.target))
+            conv = _MODULES.get(type(mod)) if mod is not None else None
+            name = conv[0] if conv else (type(mod).__name__ if mod is not None else str(node.target))
+        else:
+            name = target_name(node, self.owner)
+        self._names[key] = name
+        return name
+
+
 def _freeze(a: Any) -> Any:
-    """A hashable key for an argument (nodes by their class representative)."""
-    if isinstance(a, Node):
-        return ("%", id(a))
-    if isinstance(a, (list, tuple)):
-        return (type(a).__name__, tuple(_freeze(x) for x in a))
-    if isinstance(a, dict):
-        return ("dict", tuple((k, _freeze(v)) for k, v in a.items()))
-    if isinstance(a, slice):
-        return ("slice", _freeze(a.start), _freeze(a.stop), _freeze(a.step))
-    if isinstance(a, float):
-        if math.isnan(a):
-            return ("nan",)
-        return ("f", a)
-    if isinstance(a, bool):
+    """A hashable key for an argument. Nodes, ints, strings and None stand for themselves;
+    floats and bools are tagged so that ``x * 1``, ``x * 1.0`` and ``x * True`` stay apart."""
+    t = type(a)
+    if t is Node or t is int or t is str or a is None:
+        return a
+    if t is float:
+        return ("nan",) if a != a else ("f", a)
+    if t is bool:
         return ("b", a)
+    if isinstance(a, tuple):
+        return tuple(_freeze(x) for x in a)
+    if t is list:
+        return ("list", tuple(_freeze(x) for x in a))
+    if t is dict:
+        return ("dict", tuple((k, _freeze(v)) for k, v in a.items()))
+    if t is slice:
+        return ("slice", _freeze(a.start), _freeze(a.stop), _freeze(a.step))
     try:
         hash(a)
     except TypeError:
         return ("id", id(a))
-    return (type(a).__name__, a)
+    return (t.__name__, a)
 
 
 def _rep_args(a: Any, rep: Mapping[Node, Node]) -> Any:
     return torch.fx.node.map_arg(a, lambda n: rep.get(n, n))
 
 
-def _cse_target(n: Node, owner: torch.nn.Module | None) -> Any:
+def _cse_target(n: Node, names: TargetNames) -> Any:
     """What must agree, besides the arguments, for two nodes to compute the same value: the
     OpOverload itself at ATen level; at torch level the canonical name and argument layout, so
     that ``torch.sigmoid(x)`` and ``x.sigmoid()`` merge."""
     if n.op == "call_function" and not isinstance(n.target, torch._ops.OpOverload) and (
             _is_torch_callable(n.target)
             or getattr(n.target, "__module__", None) in ("_operator", "operator")):
-        name = function_name(n.target)
         key = _callable_key(n.target)
-        return ("call", name, key if key in schema.SIGNATURES else "")
+        return ("call", names(n), key if key in schema.SIGNATURES else "")
     if n.op == "call_method":
         return ("call", schema.canonical_name(str(n.target)), "")
     if n.op == "call_function":
@@ -436,31 +490,35 @@ def _cse_target(n: Node, owner: torch.nn.Module | None) -> Any:
     return (n.op, _freeze(n.target))
 
 
-def cse_classes(graph: torch.fx.Graph, owner: torch.nn.Module | None = None) -> dict[Node, Node]:
+def cse_classes(graph: torch.fx.Graph, owner: torch.nn.Module | None = None,
+                names: TargetNames | None = None) -> dict[Node, Node]:
     """Representative of each node merged by common-subexpression elimination (nodes that are
     their own representative are absent). Pure nodes with the same operator target and the same
     arguments (after mapping to representatives) form one class."""
+    names = names or TargetNames(owner)
     rep: dict[Node, Node] = {}
     seen: dict[Any, Node] = {}
     for n in graph.nodes:
         if n.op in ("placeholder", "output"):
             continue
-        if is_impure(n, None, owner):
+        if is_impure(n, names(n) if n.op != "call_module" else None, owner, names.module):
             continue
-        args = _rep_args(n.args, rep)
-        kwargs = _rep_args(n.kwargs, rep)
-        key = (_cse_target(n, owner), _freeze(args), _freeze(kwargs))
+        args = n.args
+        if not n.kwargs and all(type(a) is Node for a in args):  # fast path: nodes only
+            key: Any = (_cse_target(n, names), tuple(rep.get(a, a) for a in args) if rep else args)
+        else:
+            key = (_cse_target(n, names), _freeze(_rep_args(args, rep)), _freeze(_rep_args(n.kwargs, rep)))
         first = seen.setdefault(key, n)
         if first is not n:
             rep[n] = first
     return rep
 
 
-def cse(gm: torch.fx.GraphModule | torch.fx.Graph) -> int:
+def cse(gm: torch.fx.GraphModule | torch.fx.Graph, names: TargetNames | None = None) -> int:
     """Merge common subexpressions of pure nodes in place; returns how many nodes were removed."""
     graph = gm.graph if isinstance(gm, torch.fx.GraphModule) else gm
     owner = gm if isinstance(gm, torch.fx.GraphModule) else graph.owning_module
-    rep = cse_classes(graph, owner)
+    rep = cse_classes(graph, owner, names)
     for n, r in rep.items():
         n.replace_all_uses_with(r)
     for n in reversed(list(rep)):
@@ -480,24 +538,22 @@ class GraphView:
     pattern like ``x * sigmoid(x)`` matches even if ``x`` was computed twice.
     """
 
-    def __init__(self, graph: torch.fx.Graph | torch.fx.GraphModule, *, cse: bool = True):
+    def __init__(self, graph: torch.fx.Graph | torch.fx.GraphModule, *, cse: bool = True,
+                 names: TargetNames | None = None):
         if isinstance(graph, torch.fx.GraphModule):
             self.owner: torch.nn.Module | None = graph
             graph = graph.graph
         else:
             self.owner = graph.owning_module
         self.graph = graph
-        self.rep: dict[Node, Node] = cse_classes(graph, self.owner) if cse else {}
+        self.names = names or TargetNames(self.owner)
+        self.rep: dict[Node, Node] = cse_classes(graph, self.owner, self.names) if cse else {}
         self._terms: dict[Node, FxTerm] = {}
         self._params: dict[str, ParamTerm] = {}
-        self._names: dict[Node, str] = {}
 
     def op_name(self, node: Node) -> str:
-        """The canonical operator name of a node (cached)."""
-        name = self._names.get(node)
-        if name is None:
-            name = self._names[node] = target_name(node, self.owner)
-        return name
+        """The canonical operator name of a node (cached by target)."""
+        return self.names(node)
 
     def term(self, node: Node) -> FxTerm:
         """The term of a node (the same object for every node of its CSE class)."""
@@ -510,7 +566,6 @@ class GraphView:
     def forget(self, node: Node) -> None:
         """Drop the cached term of a node the rewriter erased or rewired."""
         self._terms.pop(node, None)
-        self._names.pop(node, None)
 
     def value(self, a: Any) -> Any:
         """A graph argument as a pypm value: nodes as terms, lists as tuples, literals as is."""
@@ -541,7 +596,7 @@ class GraphView:
             return ()
         args, kwargs = node.args, node.kwargs
         if kind == "call_module":
-            mod = _submodule(self.owner, str(target))
+            mod = self.names.module(str(target))
             conv = _MODULES.get(type(mod)) if mod is not None else None
             if conv is None:
                 return tuple(self.value(a) for a in args)
@@ -632,11 +687,85 @@ def root_ops(program: Program, p: Pattern, _active: frozenset[str] = frozenset()
             if name in _active or name not in program:
                 return frozenset()  # a left-recursive call adds no new root (rejected by check)
             return root_ops(program, program[name].body, _active | {name})
-    from .syntax import Fail, Lit
+    from .syntax import Lit
 
     if isinstance(p, (Fail, Lit)):
         return frozenset()
     return None
+
+
+# A skeleton is a necessary condition for a match, checked before the interpreter runs: None
+# (any value), or a dict from operator name to the skeletons of its first arguments. It
+# over-approximates the pattern (guards and literals are ignored, alternatives are merged
+# position-wise, depth is capped), so a term that does not fit cannot match.
+Skeleton = dict[str, tuple[Any, ...]] | None
+
+SKELETON_DEPTH = 4
+
+
+def _union(a: Skeleton, b: Skeleton) -> Skeleton:
+    if a is None or b is None:
+        return None
+    out = dict(a)
+    for op, kids in b.items():
+        if op not in out:
+            out[op] = kids
+        else:
+            mine = out[op]
+            n = min(len(mine), len(kids))  # prefix arity: missing positions are unconstrained
+            out[op] = tuple(_union(mine[i], kids[i]) for i in range(n))
+    return out
+
+
+def skeleton(program: Program, p: Pattern, env: Mapping[str, Skeleton] | None = None,
+             depth: int = SKELETON_DEPTH, _calls: int = 0) -> Skeleton:
+    """The skeleton of pattern p (see above). ``env`` refines variables (``p ; x ≍ q`` puts
+    q's skeleton on x's occurrences in p)."""
+    env = env or {}
+    if depth <= 0 or _calls > 32:
+        return None
+    match p:
+        case Var(x):
+            return env.get(x)
+        case Op(name, args):
+            return {name: tuple(skeleton(program, a, env, depth - 1, _calls) for a in args)}
+        case Alt(left, right):
+            return _union(skeleton(program, left, env, depth, _calls),
+                          skeleton(program, right, env, depth, _calls))
+        case Exists(x, body):
+            return skeleton(program, body, {k: v for k, v in env.items() if k != x}, depth, _calls)
+        case Guard(body, _):
+            return skeleton(program, body, env, depth, _calls)
+        case Then(body, x, q):
+            refined = {**env, x: skeleton(program, q, env, depth, _calls)}
+            return skeleton(program, body, refined, depth, _calls)
+        case Call(name, xs):
+            d = program.get(name)
+            if d is None:
+                return None
+            inner = {y: env[x] for y, x in zip(d.params, xs) if x in env}
+            return skeleton(program, d.body, inner, depth, _calls + 1)
+        case Fail():
+            return {}
+    return None  # wildcard, literal, operator variable
+
+
+def fits(v: Any, sk: Skeleton) -> bool:
+    """Whether a value can possibly match a pattern with skeleton ``sk``."""
+    if sk is None:
+        return True
+    if not isinstance(v, TermView):
+        return False
+    kids = sk.get(v.op)
+    if kids is None:
+        return False
+    args = v.args
+    if len(kids) > len(args):
+        return False
+    for a, k in zip(args, kids):
+        if k is not None and not fits(a, k):
+            return False
+    return True
 
 
 def call_of(definition: Definition) -> Call:
@@ -654,8 +783,11 @@ def match_graph(pattern: Any, graph: torch.fx.Graph | torch.fx.GraphModule, **bo
     interp = Interpreter(program)
     call = call_of(definition)
     out: list[Match] = []
+    sk = skeleton(program, call)
     for node in view.candidates(root_ops(program, call)):
         t = view.term(node)
+        if not fits(t, sk):
+            continue
         seen: list[Match] = []
         for s, region in interp.run(call, t, dict(sigma)):
             m = Match(s, region, t, definition.name)
@@ -711,15 +843,27 @@ def infer_value(node: Node, owner: torch.nn.Module | None = None) -> Any:
     kwargs = torch.fx.node.map_arg(node.kwargs, conv)
     if missing:
         return None
+    symbolic = any((isinstance(v, torch.Tensor) and any(isinstance(s, torch.SymInt) for s in v.shape))
+                   or isinstance(v, (torch.SymInt, torch.SymFloat)) for v in vals)
+    memo_key = None if symbolic else _memo_key(node, args, kwargs)
+    if memo_key is not None and memo_key in _INFER_MEMO:
+        return _INFER_MEMO[memo_key]
     mode = next((v.fake_mode for v in vals if isinstance(v, FakeTensor)), None)
+    if mode is None:
+        global _FAKE_MODE
+        if _FAKE_MODE is None:
+            from torch._subclasses.fake_tensor import FakeTensorMode
+
+            _FAKE_MODE = FakeTensorMode(allow_non_fake_inputs=True)
+        mode = _FAKE_MODE
 
     def to_meta(v: Any) -> Any:
         if isinstance(v, torch.Tensor) and not isinstance(v, FakeTensor):
-            if mode is not None:
-                return mode.from_tensor(v)
-            return torch.empty_strided(v.shape, v.stride(), dtype=v.dtype, device="meta")
+            return mode.from_tensor(v)
+        if isinstance(v, FakeTensor) and v.fake_mode is not mode:
+            return mode.from_tensor(torch.empty_strided(v.shape, v.stride(), dtype=v.dtype, device="meta"))
         if not isinstance(v, torch.Tensor) and hasattr(v, "shape") and hasattr(v, "dtype"):
-            return torch.empty(tuple(v.shape), dtype=v.dtype, device="meta")
+            return mode.from_tensor(torch.empty(tuple(v.shape), dtype=v.dtype, device="meta"))
         return v
 
     args = _map_values(args, to_meta)
@@ -736,10 +880,36 @@ def infer_value(node: Node, owner: torch.nn.Module | None = None) -> Any:
         return _fetch_attr(owner, str(node.target))
     else:
         return None
-    if mode is not None:
-        with mode:
-            return fn(*args, **kwargs)
-    return fn(*args, **kwargs)
+    with mode:
+        out = fn(*args, **kwargs)
+    if memo_key is not None:
+        _INFER_MEMO[memo_key] = out
+    return out
+
+
+_FAKE_MODE: Any = None
+_INFER_MEMO: dict[Any, Any] = {}  # static-shape results of inserted nodes, by target and input types
+
+
+def _memo_key(node: Node, args: Any, kwargs: Any) -> Any:
+    """A key for an inserted node's example value from its target and its inputs' static types
+    (None when an input cannot be keyed)."""
+    def sig(v: Any) -> Any:
+        if isinstance(v, torch.Tensor):
+            return ("T", tuple(v.shape), v.dtype, tuple(v.stride()), str(v.device))
+        if isinstance(v, (list, tuple)):
+            return tuple(sig(x) for x in v)
+        if isinstance(v, dict):
+            return tuple((k, sig(x)) for k, x in v.items())
+        if isinstance(v, (int, float, bool, str, type(None), torch.dtype)):
+            return (type(v).__name__, v)
+        raise TypeError
+    try:
+        key = (node.op, node.target, sig(args), sig(kwargs))
+        hash(key)
+    except TypeError:
+        return None
+    return key
 
 
 def _map_values(a: Any, f: Callable[[Any], Any]) -> Any:
@@ -782,9 +952,10 @@ def node_source(node: Node) -> str:
     return f"%{node.name} = {name}({', '.join(parts)})"
 
 
-__all__ = ["FxTerm", "GraphView", "ParamTerm", "cse", "cse_classes", "fetch_attr", "function_name",
-           "has_types", "infer_value", "is_impure", "match_graph", "meta_value", "node_source",
-           "propagate_types", "resolve", "root_ops", "size_value", "target_name"]
+__all__ = ["FxTerm", "GraphView", "ParamTerm", "Skeleton", "TargetNames", "cse", "cse_classes", "fetch_attr",
+           "function_name", "has_types", "infer_value", "is_impure", "match_graph", "meta_value",
+           "node_source", "propagate_types", "resolve", "root_ops", "size_value", "skeleton", "fits",
+           "target_name"]
 
 
 

@@ -22,6 +22,7 @@ Every rewrite and every declined or unsafe match lands in the :class:`RewriteRep
 
 from __future__ import annotations
 
+import functools
 import inspect
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -37,8 +38,11 @@ from .fx import (
     FxTerm,
     GraphView,
     ParamTerm,
+    Skeleton,
+    TargetNames,
     call_of,
     cse,
+    fits,
     has_types,
     infer_value,
     is_impure,
@@ -48,6 +52,7 @@ from .fx import (
     resolve,
     root_ops,
     size_value,
+    skeleton,
 )
 from .match import Interpreter, Match
 from .syntax import Call, Definition, Program
@@ -83,6 +88,11 @@ class Rule:
     @property
     def call(self) -> Call:
         return call_of(self.definition)
+
+    @functools.cached_property
+    def skeleton(self) -> Skeleton:
+        """A necessary condition for a match, checked before the interpreter runs."""
+        return skeleton(self.program, self.call)
 
     def __repr__(self) -> str:
         return f"<rule {self.name} ({self.definition.name}, priority {self.priority}) at {self.span}>"
@@ -386,19 +396,21 @@ class RewritePass:
               example_inputs: Sequence[Any] | None = None) -> RewriteReport:
         """Rewrite ``gm`` in place and return the report. Shapes and dtypes come from node
         metadata; when the graph has none, ``example_inputs`` are propagated as fake tensors.
-        A bare ``Graph`` (an inductor pass) is rewritten through its owning module."""
+        A bare ``Graph`` (an inductor pass) is rewritten in place and not recompiled: its owner
+        (inductor) generates code from it afterwards."""
         start = time.perf_counter()
-        if isinstance(gm, torch.fx.Graph):
+        bare = isinstance(gm, torch.fx.Graph)
+        if bare:
             graph = gm
             gm = graph.owning_module or torch.fx.GraphModule(torch.nn.Module(), graph)
         graph = gm.graph
         report = RewriteReport(nodes_before=len(graph.nodes))
         if example_inputs is not None and not has_types(graph):
-            propagate_types(gm, [a for a in example_inputs])
-        seen_skips: set[tuple[str, str, str]] = set()
+            propagate_types(gm, list(example_inputs))
+        state = _SweepState(TargetNames(gm))
         for sweep in range(1, self.max_sweeps + 1):
             report.sweeps = sweep
-            applied = self._sweep(gm, report, seen_skips)
+            applied = self._sweep(gm, report, state)
             if not applied:
                 break
         else:
@@ -407,41 +419,57 @@ class RewritePass:
             raise RewriteError(
                 f"no fixpoint after {self.max_sweeps} sweeps: rule(s) {', '.join(names)} keep "
                 f"rewriting (their replacements match again)", first.span, pattern=first.name)
+        if self.misses:
+            self._explain_misses(gm, report, state)
         graph.lint()
-        if report.rewrites:
+        if report.rewrites and not bare:
             gm.recompile()
         report.nodes_after = len(graph.nodes)
         report.seconds = time.perf_counter() - start
         return report
 
-    def _sweep(self, gm: torch.fx.GraphModule, report: RewriteReport,
-               seen_skips: set[tuple[str, str, str]]) -> list[str]:
+    def _sweep(self, gm: torch.fx.GraphModule, report: RewriteReport, state: _SweepState) -> list[str]:
         """One sweep from outputs to inputs; returns the names of the rules applied."""
-        cse(gm)
-        view = GraphView(gm, cse=False)
-        erased: set[Node] = set()
+        cse(gm, state.names)
+        view = GraphView(gm, cse=False, names=state.names)
         applied: list[str] = []
         for node in reversed(list(gm.graph.nodes)):
-            if node in erased or node.op in ("output", "placeholder"):
+            if node in state.erased or node.op in ("output", "placeholder"):
                 continue
             for r in self.rules_for(view.op_name(node)):
-                done = self._try(r, view, node, report, seen_skips, erased)
-                if done:
+                if self._try(r, view, node, report, state):
                     applied.append(r.name)
                     break
         return applied
 
-    def _try(self, r: Rule, view: GraphView, node: Node, report: RewriteReport,
-             seen_skips: set[tuple[str, str, str]], erased: set[Node]) -> bool:
-        term = view.term(node)
-        if self.misses:
-            from .explain import DeepestFailure
+    def _explain_misses(self, gm: torch.fx.GraphModule, report: RewriteReport, state: _SweepState) -> None:
+        """For candidate roots that no rule matched and that survived the rewrites, the deepest
+        failing step (computed once, at the end, on the final graph)."""
+        from .explain import DeepestFailure
 
-            interp: Interpreter = DeepestFailure(r.program, term)
-        else:
-            interp = Interpreter(r.program)
+        view = GraphView(gm, cse=False, names=state.names)
+        for r, node in state.misses:
+            if node in state.erased or node.graph is not gm.graph:
+                continue
+            term = view.term(node)
+            interp = DeepestFailure(r.program, term)
+            if next(iter(interp.run(r.call, term, {})), None) is not None or interp.best is None:
+                continue
+            best = interp.best
+            report.misses.append(Skip(r.name, node.name, "no match",
+                                      f"{best.reason}: {best.message} (pattern {best.where})"))
+
+    def _try(self, r: Rule, view: GraphView, node: Node, report: RewriteReport, state: _SweepState) -> bool:
+        """Try one rule at one node: the first match that is safe, accepted and well-typed is
+        committed. Every other match is recorded with its reason."""
+        term = view.term(node)
         matched = False
-        for i, (sigma, region) in enumerate(interp.run(r.call, term, {})):
+        if not fits(term, r.skeleton):
+            if self.misses and (r.name, node) not in state.missed:
+                state.missed.add((r.name, node))
+                state.misses.append((r, node))
+            return False
+        for i, (sigma, region) in enumerate(Interpreter(r.program).run(r.call, term, {})):
             matched = True
             if i >= MAX_MATCHES_PER_ROOT:
                 break
@@ -462,21 +490,27 @@ class RewritePass:
                         _remove(new)
             if reason is None and out is not None:
                 report.rewrites.append(Rewrite(r.name, node.name, node_source(node), bindings, out.name))
-                _commit(out, node, m, view, erased)
+                _commit(out, node, m, view, state.erased)
                 return True
             key = (r.name, node.name, reason or "")
-            if key not in seen_skips:
-                seen_skips.add(key)
+            if key not in state.seen:
+                state.seen.add(key)
                 report.skipped.append(Skip(r.name, node.name, kind, reason or "", bindings))
-        if not matched and self.misses:
-            best = getattr(interp, "best", None)
-            if best is not None:
-                key = (r.name, node.name, best.message)
-                if key not in seen_skips:
-                    seen_skips.add(key)
-                    report.misses.append(Skip(r.name, node.name, "no match", f"{best.reason}: {best.message}"
-                                              f" (pattern {best.where})"))
+        if not matched and self.misses and (r.name, node) not in state.missed:
+            state.missed.add((r.name, node))
+            state.misses.append((r, node))
         return False
+
+
+@dataclass
+class _SweepState:
+    """What sweeps share: target names, erased nodes, reasons already reported, misses."""
+
+    names: TargetNames
+    erased: set[Node] = field(default_factory=set)
+    seen: set[tuple[str, str, str]] = field(default_factory=set)
+    missed: set[tuple[str, Node]] = field(default_factory=set)
+    misses: list[tuple[Rule, Node]] = field(default_factory=list)
 
 
 __all__ = ["Decline", "Rewrite", "RewritePass", "RewriteReport", "Rule", "Skip", "region_nodes", "rule",
