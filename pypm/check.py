@@ -246,7 +246,7 @@ class _Checker:
             self.error(UnboundError, f"the value to match against `{show(p.pat)}` is not bound "
                        "on every path", p)
             return
-        if x not in pattern_vars(body):
+        if x not in pattern_vars(body) and self.d is not None and x not in self.d.params:
             self.error(ScopeError, f"local `{x}` is assigned but never used in the pattern", p,
                        hint=f"use `{x}` in the `return` pattern (or remove the assignment)")
         else:
@@ -285,52 +285,53 @@ def _find_call_with(p: Pattern, x: str) -> Call | None:
 # Guarded recursion
 
 
-def _depth_of(x: str, p: Pattern, d: int = 0) -> int | None:
-    """The fewest operator patterns above an occurrence of x in p (None: x does not occur)."""
-    match p:
-        case Var(y):
-            return d if y == x else None
-        case Op(_, args) | OpVar(_, args):
-            if isinstance(p, OpVar) and p.var == x:
-                return d
-            found = [_depth_of(x, a, d + 1) for a in args]
-            found = [f for f in found if f is not None]
-            return min(found) if found else None
-        case Alt(left, right):
-            found = [f for f in (_depth_of(x, left, d), _depth_of(x, right, d)) if f is not None]
-            return min(found) if found else None
-        case Exists(y, body):
-            return None if y == x else _depth_of(x, body, d)
-        case Guard(body, _):
-            return _depth_of(x, body, d)
-        case Then(body, y, q):
-            found = [_depth_of(x, body, d)]
-            dy = _depth_of(y, body, d)
-            if dy is not None:
-                found.append(_depth_of(x, q, dy))
-            found = [f for f in found if f is not None]
-            return min(found) if found else None
-        case Call(_, xs):
-            return d if x in xs else None  # bound somewhere inside the callee: assume the root
-    return None
-
-
 def call_edges(p: Pattern, depth: int = 0) -> list[tuple[Call, int]]:
-    """Every call in p with the number of operator patterns consumed above it (§5's count,
-    with ``;`` counting the operators above the binding occurrence of its variable)."""
+    """Every call in p with the number of operator patterns consumed above it (§5's count).
+
+    Depths are absolute, from the root of the value p matches. Inside ``q`` of ``p ; x ≍ q``
+    the count restarts from the depth at which x was *bound* (q matches that subterm), wherever
+    that binding was: in p, or earlier, even at the root. Variables bound by a call count as
+    bound at the call's depth, and a variable bound at several depths counts at the shallowest:
+    both under-estimate what is consumed, so an accepted program is guarded.
+    """
+    edges: list[tuple[Call, int]] = []
+    _edges(p, depth, {}, edges)
+    return edges
+
+
+def _edges(p: Pattern, d: int, env: dict[str, int], out: list[tuple[Call, int]]) -> dict[str, int]:
+    """Collect calls with their depth; return env (variable → binding depth) after p."""
+
+    def bind(env: dict[str, int], x: str, depth: int) -> dict[str, int]:
+        return env if x in env and env[x] <= depth else {**env, x: depth}
+
     match p:
-        case Call():
-            return [(p, depth)]
+        case Var(x):
+            return bind(env, x, d)
         case Op(_, args) | OpVar(_, args):
-            return [e for a in args for e in call_edges(a, depth + 1)]
+            if isinstance(p, OpVar):
+                env = bind(env, p.var, d)
+            for a in args:
+                env = _edges(a, d + 1, env, out)
+            return env
         case Alt(left, right):
-            return call_edges(left, depth) + call_edges(right, depth)
-        case Exists(_, body) | Guard(body, _):
-            return call_edges(body, depth)
+            e1, e2 = _edges(left, d, env, out), _edges(right, d, env, out)
+            return {x: min(v for v in (e1.get(x), e2.get(x)) if v is not None) for x in {*e1, *e2}}
+        case Exists(x, body):
+            inner = _edges(body, d, {k: v for k, v in env.items() if k != x}, out)
+            inner = {k: v for k, v in inner.items() if k != x}
+            return {**inner, x: env[x]} if x in env else inner
+        case Guard(body, _):
+            return _edges(body, d, env, out)
         case Then(body, x, q):
-            dx = _depth_of(x, body, depth)
-            return call_edges(body, depth) + call_edges(q, depth if dx is None else dx)
-    return []
+            env = _edges(body, d, env, out)
+            return _edges(q, env.get(x, 0), env, out)
+        case Call(_, xs):
+            out.append((p, d))
+            for x in xs:
+                env = bind(env, x, d)
+            return env
+    return env
 
 
 def find_left_recursion(program: Program) -> list[tuple[str, Call]] | None:
