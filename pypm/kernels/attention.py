@@ -283,4 +283,4 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float
     """
     if all(isinstance(t, torch.Tensor) for t in (q, k, v)):
         check_inputs(q, k, v, attn_mask if isinstance(attn_mask, torch.Tensor) else None, enable_gqa)
-    return torch.ops.pypm.attention(q, k, v, attn_mask, scale, is_causal)[0]
+    return torch.ops.pypm.attention.default(q, k, v, attn_mask, scale, is_causal)[0]

@@ -183,7 +183,7 @@ def rms_norm(x: torch.Tensor, normalized_shape: Sequence[int], weight: torch.Ten
     shape = [int(s) for s in normalized_shape] if isinstance(x, torch.Tensor) else list(normalized_shape)
     if isinstance(x, torch.Tensor):
         check_inputs("pypm::rms_norm", x, shape, weight if isinstance(weight, torch.Tensor) else None)
-    return torch.ops.pypm.rms_norm(x, shape, weight, eps)[0]
+    return torch.ops.pypm.rms_norm.default(x, shape, weight, eps)[0]
 
 
 def layer_norm(x: torch.Tensor, normalized_shape: Sequence[int], weight: torch.Tensor | None = None,
@@ -194,4 +194,4 @@ def layer_norm(x: torch.Tensor, normalized_shape: Sequence[int], weight: torch.T
         check_inputs("pypm::layer_norm", x, shape,
                      weight if isinstance(weight, torch.Tensor) else None,
                      bias if isinstance(bias, torch.Tensor) else None)
-    return torch.ops.pypm.layer_norm(x, shape, weight, bias, eps)[0]
+    return torch.ops.pypm.layer_norm.default(x, shape, weight, bias, eps)[0]

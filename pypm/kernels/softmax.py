@@ -91,4 +91,4 @@ def softmax(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
     """``torch.softmax(x, dim)`` through ``torch.ops.pypm.softmax`` (fx proxies welcome)."""
     if isinstance(x, torch.Tensor):
         check_inputs(x, dim)
-    return torch.ops.pypm.softmax(x, dim)
+    return torch.ops.pypm.softmax.default(x, dim)
