@@ -4,72 +4,6 @@ From Coq Require Import String ZArith List Bool Arith Lia.
 From PyPM Require Import Syntax Semantics WellFormed Interp InterpProof.
 Import ListNotations.
 
-(** ** Guarded recursion *)
-
-(** [calls g p]: the calls in [p], each with a flag that says whether it sits
-    under an operator pattern ([g] is the flag at the root of [p]). The [q] of
-    [p ; x ≍ q] starts unflagged again: [q] is matched against the value of
-    [x], which need not be smaller than the value matched by [p ; x ≍ q]. *)
-Fixpoint calls (g : bool) (p : pat) {struct p} : list (bool * string) :=
-  let fix calls_list (ps : list pat) : list (bool * string) :=
-      match ps with
-      | [] => []
-      | q :: qs => calls true q ++ calls_list qs
-      end in
-  match p with
-  | POp _ ps | POpVar _ ps => calls_list ps
-  | PAlt p1 p2 => calls g p1 ++ calls g p2
-  | PExists _ p | PGuard p _ => calls g p
-  | PCall P _ => [(g, P)]
-  | PThen p _ q => calls g p ++ calls false q
-  | _ => []
-  end.
-
-Lemma calls_list_eq : forall ps,
-  (fix calls_list (ps : list pat) : list (bool * string) :=
-      match ps with
-      | [] => []
-      | q :: qs => calls true q ++ calls_list qs
-      end) ps = flat_map (calls true) ps.
-Proof. induction ps; simpl; congruence. Qed.
-
-(** A program is guarded by a ranking [rk] when every call that is not under
-    an operator goes to a definition of smaller rank: every cycle of calls
-    then passes under an operator, and so consumes part of the value. *)
-Definition guarded (D : program) (rk : string -> nat) : Prop :=
-  forall P d Q, In (P, d) D -> In (false, Q) (calls false (def_body d)) -> rk Q < rk P.
-
-Definition guardedb (D : program) (rk : string -> nat) : bool :=
-  forallb (fun b => forallb (fun c => fst c || (rk (snd c) <? rk (fst b)))
-                            (calls false (def_body (snd b)))) D.
-
-Lemma guardedb_guarded : forall D rk, guardedb D rk = true <-> guarded D rk.
-Proof.
-  unfold guardedb, guarded; intros D rk. rewrite forallb_forall. split.
-  - intros H P d Q Hin Hc. specialize (H (P, d) Hin). rewrite forallb_forall in H.
-    specialize (H (false, Q) Hc). simpl in H. apply Nat.ltb_lt; auto.
-  - intros H [P d] Hin. rewrite forallb_forall. intros [[|] Q] Hc; simpl; auto.
-    apply Nat.ltb_lt. eapply H; eauto.
-Qed.
-
-(** Ranks by iteration: one more than the largest rank of an unguarded callee,
-    as a table by name recomputed [length D + 1] times. *)
-Definition rank_step (t : list (string * nat)) (body : pat) : nat :=
-  fold_right (fun (c : bool * string) (n : nat) =>
-                if fst c then n else max (S (tbl_get 0 t (snd c))) n) 0 (calls false body).
-
-Fixpoint rank_table (D : program) (k : nat) : list (string * nat) :=
-  match k with
-  | O => []
-  | S k => let t := rank_table D k in map (fun b => (fst b, rank_step t (def_body (snd b)))) D
-  end.
-
-Definition infer_ranks (D : program) : string -> nat := tbl_get 0 (rank_table D (S (length D))).
-
-(** The checker of guarded recursion. *)
-Definition check_guarded (D : program) : bool :=
-  let t := rank_table D (S (length D)) in guardedb D (tbl_get 0 t).
-
 (** ** Bound variables hold values no larger than the matched value *)
 
 Definition small (V : value) (B : list string) (s : subst) : Prop :=
@@ -199,6 +133,353 @@ Qed.
 
 End Small.
 
+(** ** Guarded recursion, counting operators from the binding of a variable *)
+
+(** A depth environment: for bound variables, how many operator patterns lie
+    at least between the root of the body (or query) and the place where the
+    variable was bound. The [q] of [p ; x ≍ q] is matched at the depth of [x]:
+    its value is the subterm that [x] was bound to. *)
+Definition denv := list (string * nat).
+
+Fixpoint dlookup (E : denv) (x : string) : option nat :=
+  match E with
+  | [] => None
+  | (y, k) :: E' => if String.eqb x y then Some k else dlookup E' x
+  end.
+
+Lemma dlookup_some : forall E x k, In (x, k) E -> exists k', dlookup E x = Some k'.
+Proof.
+  induction E as [| [z k'] E IH]; simpl; intros x k H; [contradiction |].
+  destruct (String.eqb x z) eqn:Ex; eauto. destruct H as [H | H]; eauto.
+  inversion H; subst. rewrite String.eqb_refl in Ex. discriminate.
+Qed.
+
+Lemma dlookup_In : forall E x k, dlookup E x = Some k -> In (x, k) E.
+Proof.
+  induction E as [| [z k'] E IH]; simpl; intros x k H; [discriminate |].
+  destruct (String.eqb x z) eqn:Ex; [| right; auto].
+  apply String.eqb_eq in Ex; subst. inversion H; subst. left; auto.
+Qed.
+
+Definition drem (x : string) (E : denv) : denv := filter (fun b => negb (String.eqb x (fst b))) E.
+
+Definition dmeet (E1 E2 : denv) : denv :=
+  flat_map (fun b => match dlookup E2 (fst b) with
+                     | Some k => [(fst b, min (snd b) k)]
+                     | None => []
+                     end) E1.
+
+Definition ddepth (E : denv) (x : string) : nat :=
+  match dlookup E x with Some k => k | None => 0 end.
+
+Section Depth.
+Variable D : program.
+Variable bnd : string -> list string.
+
+(** The depth environment after [p], matched at depth [d]. *)
+Fixpoint dafter (E : denv) (d : nat) (p : pat) {struct p} : denv :=
+  let fix dafter_list (E : denv) (ps : list pat) : denv :=
+      match ps with
+      | [] => E
+      | q :: qs => dafter_list (dafter E (S d) q) qs
+      end in
+  match p with
+  | PWild | PLit _ | PFail => E
+  | PVar x => (x, d) :: E
+  | POp _ ps => dafter_list E ps
+  | POpVar x ps => dafter_list ((x, d) :: E) ps
+  | PAlt p1 p2 => dmeet (dafter E d p1) (dafter E d p2)
+  | PExists x p =>
+      let E1 := drem x (dafter (drem x E) d p) in
+      match dlookup E x with Some k => (x, k) :: E1 | None => E1 end
+  | PCall P xs => map (fun x => (x, d)) (call_binds D bnd P xs) ++ E
+  | PGuard p _ => dafter E d p
+  | PThen p x q => let E1 := dafter E d p in dafter E1 (ddepth E1 x) q
+  end.
+
+Lemma dafter_alt : forall E d p1 p2,
+  dafter E d (PAlt p1 p2) = dmeet (dafter E d p1) (dafter E d p2).
+Proof. reflexivity. Qed.
+
+Lemma dafter_exists : forall E d x p,
+  dafter E d (PExists x p) =
+  (let E1 := drem x (dafter (drem x E) d p) in
+   match dlookup E x with Some k => (x, k) :: E1 | None => E1 end).
+Proof. reflexivity. Qed.
+
+Lemma dafter_guard : forall E d p g, dafter E d (PGuard p g) = dafter E d p.
+Proof. reflexivity. Qed.
+
+Lemma dafter_then : forall E d p x q,
+  dafter E d (PThen p x q) = (let E1 := dafter E d p in dafter E1 (ddepth E1 x) q).
+Proof. reflexivity. Qed.
+
+Fixpoint dafter_args (E : denv) (d : nat) (ps : list pat) : denv :=
+  match ps with
+  | [] => E
+  | q :: qs => dafter_args (dafter E d q) d qs
+  end.
+
+Lemma dafter_op : forall E d f ps, dafter E d (POp f ps) = dafter_args E (S d) ps.
+Proof. intros E d f ps. simpl. revert E. induction ps; simpl; auto. Qed.
+
+Lemma dafter_opvar : forall E d x ps,
+  dafter E d (POpVar x ps) = dafter_args ((x, d) :: E) (S d) ps.
+Proof. intros E d x ps. simpl. generalize ((x, d) :: E). induction ps; simpl; auto. Qed.
+
+(** The calls in [p], each with the depth at which it is made. *)
+Fixpoint dcalls (E : denv) (d : nat) (p : pat) {struct p} : list (nat * string) :=
+  let fix dcalls_list (E : denv) (ps : list pat) : list (nat * string) :=
+      match ps with
+      | [] => []
+      | q :: qs => dcalls E (S d) q ++ dcalls_list (dafter E (S d) q) qs
+      end in
+  match p with
+  | POp _ ps => dcalls_list E ps
+  | POpVar x ps => dcalls_list ((x, d) :: E) ps
+  | PAlt p1 p2 => dcalls E d p1 ++ dcalls E d p2
+  | PExists x p => dcalls (drem x E) d p
+  | PCall P _ => [(d, P)]
+  | PGuard p _ => dcalls E d p
+  | PThen p x q => dcalls E d p ++ (let E1 := dafter E d p in dcalls E1 (ddepth E1 x) q)
+  | _ => []
+  end.
+
+Fixpoint dcalls_args (E : denv) (d : nat) (ps : list pat) : list (nat * string) :=
+  match ps with
+  | [] => []
+  | q :: qs => dcalls E d q ++ dcalls_args (dafter E d q) d qs
+  end.
+
+Lemma dcalls_op : forall E d f ps, dcalls E d (POp f ps) = dcalls_args E (S d) ps.
+Proof. intros E d f ps. simpl. revert E. induction ps; simpl; congruence. Qed.
+
+Lemma dcalls_opvar : forall E d x ps,
+  dcalls E d (POpVar x ps) = dcalls_args ((x, d) :: E) (S d) ps.
+Proof. intros E d x ps. simpl. generalize ((x, d) :: E). induction ps; simpl; congruence. Qed.
+
+(** Guarded by a ranking [rk]: a call made at depth 0 goes to a definition of
+    smaller rank, so every cycle of calls passes under an operator. *)
+Definition guarded (rk : string -> nat) : Prop :=
+  forall P d k Q, In (P, d) D -> In (k, Q) (dcalls [] 0 (def_body d)) -> k = 0 -> rk Q < rk P.
+
+Definition guardedb (rk : string -> nat) : bool :=
+  forallb (fun b => forallb (fun c => (0 <? fst c) || (rk (snd c) <? rk (fst b)))
+                            (dcalls [] 0 (def_body (snd b)))) D.
+
+Lemma guardedb_guarded : forall rk, guardedb rk = true <-> guarded rk.
+Proof.
+  unfold guardedb, guarded; intros rk. rewrite forallb_forall. split.
+  - intros H P d k Q Hin Hc Hk. subst k. specialize (H (P, d) Hin). rewrite forallb_forall in H.
+    specialize (H (0, Q) Hc). simpl in H. apply Nat.ltb_lt; auto.
+  - intros H [P d] Hin. rewrite forallb_forall. intros [k Q] Hc; simpl.
+    destruct k as [| k]; simpl; auto. apply Nat.ltb_lt. eapply H; eauto.
+Qed.
+
+(** Ranks by iteration: one more than the largest rank of a callee at depth 0,
+    as a table by name recomputed [length D + 1] times. *)
+Definition rank_step (t : list (string * nat)) (body : pat) : nat :=
+  fold_right (fun (c : nat * string) (n : nat) =>
+                match fst c with 0 => max (S (tbl_get 0 t (snd c))) n | S _ => n end)
+             0 (dcalls [] 0 body).
+
+Fixpoint rank_table (k : nat) : list (string * nat) :=
+  match k with
+  | O => []
+  | S k => let t := rank_table k in map (fun b => (fst b, rank_step t (def_body (snd b)))) D
+  end.
+
+Definition infer_ranks : string -> nat := tbl_get 0 (rank_table (S (length D))).
+
+(** Well-formed patterns: the variables §5 says are bound have a depth. *)
+Lemma dafter_dom : forall B p B', wf D bnd B p B' ->
+  forall E d, incl B (map fst E) -> incl B' (map fst (dafter E d p)).
+Proof.
+  apply (wf_mut D bnd
+    (fun B p B' _ => forall E d, incl B (map fst E) -> incl B' (map fst (dafter E d p)))
+    (fun B ps B' _ => forall E d, incl B (map fst E) -> incl B' (map fst (dafter_args E d ps)))).
+  - intros B E d H; simpl; auto.
+  - intros B x E d H y [<- | Hy]; simpl; auto.
+  - intros B l E d H; simpl; auto.
+  - intros B f ps B' _ IH E d H. rewrite dafter_op. auto.
+  - intros B x ps B' _ IH E d H. rewrite dafter_opvar. apply IH.
+    intros y [<- | Hy]; simpl; auto.
+  - intros B p1 p2 B1 B2 _ IH1 _ IH2 E d H y Hy. apply In_inter in Hy as [Hy1 Hy2].
+    specialize (IH1 E d H y Hy1). specialize (IH2 E d H y Hy2). simpl.
+    unfold dmeet. apply in_map_iff in IH1 as ([z k] & Ez & Hz). simpl in Ez; subst z.
+    assert (Hl : exists k2, dlookup (dafter E d p2) y = Some k2).
+    { apply in_map_iff in IH2 as ([z k2] & Ez & Hz2). simpl in Ez; subst z.
+      eapply dlookup_some; eauto. }
+    destruct Hl as [k2 Hk2]. apply in_map_iff. exists (y, min k k2). split; auto.
+    apply in_flat_map. exists (y, k). split; auto. simpl. rewrite Hk2. left; auto.
+  - intros B x p B1 _ IH E d H. simpl.
+    assert (H1 : incl B1 (map fst (dafter (drem x E) d p))).
+    { apply IH. intros y Hy. apply In_rem in Hy as [Hy Hxy]. specialize (H y Hy).
+      apply in_map_iff in H as ([z k] & Ez & Hz). simpl in Ez; subst z.
+      apply in_map_iff. exists (y, k). split; auto. apply filter_In. split; auto.
+      simpl. apply negb_true_iff. apply String.eqb_neq. auto. }
+    assert (H2 : incl (rem x B1) (map fst (drem x (dafter (drem x E) d p)))).
+    { intros y Hy. apply In_rem in Hy as [Hy Hxy]. specialize (H1 y Hy).
+      apply in_map_iff in H1 as ([z k] & Ez & Hz). simpl in Ez; subst z.
+      apply in_map_iff. exists (y, k). split; auto. apply filter_In. split; auto.
+      simpl. apply negb_true_iff. apply String.eqb_neq. auto. }
+    destruct (mem x B) eqn:Em.
+    + apply mem_In in Em. specialize (H x Em).
+      assert (Hl : exists k, dlookup E x = Some k).
+      { apply in_map_iff in H as ([z k] & Ez & Hz). simpl in Ez; subst z.
+        eapply dlookup_some; eauto. }
+      destruct Hl as [k Hk]. rewrite Hk. intros y [<- | Hy]; simpl; auto.
+    + destruct (dlookup E x); [intros y Hy; simpl; right |]; auto.
+  - intros B P xs d0 Hd Hlen E d H y Hy. simpl. rewrite map_app, map_map. simpl.
+    rewrite map_id. apply in_app_or in Hy as [Hy | Hy]; apply in_or_app; auto.
+  - intros B p g B1 _ IH Hg E d H. simpl. auto.
+  - intros B p x q B1 B2 _ IH1 Hx _ IH2 E d H. simpl. apply IH2. apply IH1. auto.
+  - intros B E d H; simpl; auto.
+  - intros B E d H; simpl; auto.
+  - intros B p ps B1 B2 _ IH _ IHa E d H. simpl. apply IHa. apply IH. auto.
+Qed.
+
+End Depth.
+
+(** ** Bound variables hold subterms at least as deep as their depth says *)
+
+Definition deep (V : value) (E : denv) (s : subst) : Prop :=
+  forall x k, In (x, k) E -> exists w, lookup s x = Some w /\ vsize w + k <= vsize V.
+
+Lemma deep_le : forall V E s t, deep V E s -> subst_le s t -> deep V E t.
+Proof. unfold deep; intros V E s t H Hle x k Hx. destruct (H x k Hx) as (w & Hw & Hs); eauto. Qed.
+
+Lemma incl_rem_drem : forall x B E,
+  incl B (map fst E) -> incl (rem x B) (map fst (drem x E)).
+Proof.
+  intros x B E H y Hy. apply In_rem in Hy as [Hy Hxy]. specialize (H y Hy).
+  apply in_map_iff in H as ([z k] & Ez & Hz). simpl in Ez; subst z.
+  apply in_map_iff. exists (y, k). split; auto. apply filter_In. split; auto.
+  simpl. apply negb_true_iff. apply String.eqb_neq. auto.
+Qed.
+
+Lemma In_drem : forall x y k E, In (y, k) (drem x E) -> In (y, k) E /\ x <> y.
+Proof.
+  intros x y k E H. apply filter_In in H as [H Hn]. simpl in Hn.
+  apply negb_true_iff, String.eqb_neq in Hn. auto.
+Qed.
+
+Section Deep.
+Variable D : program.
+Variable bnd : string -> list string.
+Hypothesis HD : wf_program D bnd.
+
+Lemma interp_args_deep : forall m ps vs V B B' E d s r s',
+  (forall p v B B' E s r s', In p ps -> In v vs -> wf D bnd B p B' -> incl B (map fst E) ->
+     deep V E s -> m p v s = Ok r -> In s' r -> deep V (dafter D bnd E d p) s') ->
+  wf_args D bnd B ps B' -> incl B (map fst E) -> deep V E s ->
+  interp_args m ps vs s = Ok r -> In s' r -> deep V (dafter_args D bnd E d ps) s'.
+Proof.
+  induction ps as [| p ps IH]; intros [| v vs] V B B' E d s r s' Hm Hwf HB Hb H Hin;
+    inversion Hwf; subst; simpl in H |- *.
+  - inversion H; subst. destruct Hin as [<- | []]; auto.
+  - inversion H; subst. destruct Hin as [<- | []]; auto.
+  - inversion H; subst; contradiction.
+  - unfold obind in H. destruct (m p v s) as [| r1] eqn:E1; try discriminate.
+    destruct (flat_map_out_in _ _ _ _ H Hin) as (s1 & r2 & Hs1 & E2 & Hs').
+    eapply IH with (B := B1); [| eauto | | | exact E2 | exact Hs'].
+    + intros; eapply Hm; eauto; right; auto.
+    + eapply dafter_dom; eauto.
+    + eapply Hm; [left; reflexivity | left; reflexivity | eauto | eauto | eauto | exact E1 | exact Hs1].
+Qed.
+
+Lemma interp_deep : forall n p v V B B' E d s r s',
+  wf D bnd B p B' -> incl B (map fst E) -> deep V E s -> vsize v + d <= vsize V ->
+  interp D n p v s = Ok r -> In s' r -> deep V (dafter D bnd E d p) s'.
+Proof.
+  induction n as [| n IH]; intros p v V B B' E d s r s' Hwf HB Hb Hv H Hin; [discriminate |].
+  destruct (interp_sound D (S n) p v s r s' H Hin) as [Hle _].
+  inversion Hwf; subst; simpl in H.
+  - inversion H; subst. destruct Hin as [<- | []]; auto.
+  - destruct (bind_var s x v) as [s1|] eqn:Eb; simpl in H; inversion H; subst; [| contradiction].
+    destruct Hin as [<- | []]. apply bind_var_sound in Eb as [Hle1 Hx].
+    simpl. intros y k [Ey | Hy]; [inversion Ey; subst; eauto |]. eapply deep_le; eauto.
+  - destruct (value_eqb v (VLit l)); inversion H; subst; [| contradiction].
+    destruct Hin as [<- | []]; auto.
+  - destruct v as [g vs | l]; [| inversion H; subst; contradiction].
+    destruct (String.eqb f g && (length ps <=? length vs)); [| inversion H; subst; contradiction].
+    rewrite dafter_op. eapply interp_args_deep; [| eauto | eauto | eauto | eauto | eauto].
+    intros p0 v0 B0 B0' E0 s0 r0 s0' Hp Hv0 Hw HB0 Hs Ei Hi.
+    eapply IH; [exact Hw | exact HB0 | exact Hs | | exact Ei | exact Hi].
+    pose proof (vsize_arg g vs v0 Hv0). lia.
+  - destruct v as [g vs | l]; [| inversion H; subst; contradiction].
+    destruct (length ps <=? length vs); [| inversion H; subst; contradiction].
+    destruct (bind_var s x (VLit (LStr g))) as [s1|] eqn:Eb; [| inversion H; subst; contradiction].
+    apply bind_var_sound in Eb as [Hle1 Hx].
+    rewrite dafter_opvar. eapply interp_args_deep; [| eauto | | | eauto | eauto].
+    + intros p0 v0 B0 B0' E0 s0 r0 s0' Hp Hv0 Hw HB0 Hs Ei Hi.
+      eapply IH; [exact Hw | exact HB0 | exact Hs | | exact Ei | exact Hi].
+      pose proof (vsize_arg g vs v0 Hv0). lia.
+    + intros y [<- | Hy]; simpl; auto.
+    + intros y k [Ey | Hy].
+      * inversion Ey; subst. exists (VLit (LStr g)). split; auto. simpl in *. lia.
+      * eapply deep_le; eauto.
+  - unfold oapp in H. destruct (interp D n p1 v s) as [| r1] eqn:E1; try discriminate.
+    destruct (interp D n p2 v s) as [| r2] eqn:E2; try discriminate.
+    inversion H; subst. intros y k Hy. rewrite dafter_alt in Hy. unfold dmeet in Hy.
+    apply in_flat_map in Hy as ([z k1] & Hz & Hy). cbn [fst snd] in Hy.
+    destruct (dlookup (dafter D bnd E d p2) z) as [k2|] eqn:Ek2; [| contradiction].
+    destruct Hy as [Ey | []]. inversion Ey; subst.
+    apply in_app_or in Hin as [Hin | Hin].
+    + destruct (IH p1 v V B B1 E d s r1 s' H0 HB Hb Hv E1 Hin y k1 Hz) as (w & Hw & Hs).
+      exists w; split; auto. lia.
+    + destruct (IH p2 v V B B2 E d s r2 s' H1 HB Hb Hv E2 Hin y k2 (dlookup_In _ _ _ Ek2))
+        as (w & Hw & Hs).
+      exists w; split; auto. lia.
+  - unfold omap in H. destruct (interp D n p0 v (remove s x)) as [| r1] eqn:Ei; try discriminate.
+    inversion H; subst. apply in_map_iff in Hin as (s1 & <- & Hin).
+    assert (Hb1 : deep V (dafter D bnd (drem x E) d p0) s1).
+    { eapply IH; [eauto | apply incl_rem_drem; auto | | eauto | exact Ei | exact Hin].
+      intros y k Hy. apply In_drem in Hy as [Hy Hxy]. rewrite lookup_remove.
+      apply String.eqb_neq in Hxy. rewrite String.eqb_sym, Hxy. auto. }
+    assert (Hr : forall y k, In (y, k) (drem x (dafter D bnd (drem x E) d p0)) ->
+                 exists w, lookup (restore s1 x (lookup s x)) y = Some w /\ vsize w + k <= vsize V).
+    { intros y k Hy. apply In_drem in Hy as [Hy Hxy]. rewrite lookup_restore.
+      apply String.eqb_neq in Hxy. rewrite String.eqb_sym, Hxy. auto. }
+    rewrite dafter_exists. cbv zeta.
+    destruct (dlookup E x) as [k|] eqn:Ek; [| exact Hr].
+    intros y k' [Ey | Hy]; [| apply Hr; exact Hy]. inversion Ey; subst.
+    rewrite lookup_restore, String.eqb_refl. apply Hb. apply dlookup_In; auto.
+  - rename H0 into Hd, H1 into Hlen.
+    rewrite Hd, Hlen, Nat.eqb_refl in H. unfold omap in H.
+    destruct (interp D n (def_body d0) v (frame_in s xs (def_params d0))) as [| r1] eqn:Ei;
+      try discriminate.
+    inversion H; subst. apply in_flat_map in Hin as (t & Ht & Hin).
+    destruct (copy_back t xs (def_params d0) s) as [s1|] eqn:Ec; simpl in Hin; [| contradiction].
+    destruct Hin as [<- | []].
+    destruct (copy_back_sound _ _ _ _ _ Hlen Ec) as [Hle1 Hf].
+    destruct (wf_program_lookup D bnd P d0 HD Hd) as (_ & _ & B2 & Hwb & Hincl).
+    assert (Hbt : small v B2 t).
+    { eapply (interp_small D bnd HD); [exact Hwb | | | exact Ei | exact Ht]; [intros y [] | lia]. }
+    intros y k Hy. apply in_app_or in Hy as [Hy | Hy]; [| exact (deep_le V E s s1 Hb Hle1 y k Hy)].
+    apply in_map_iff in Hy as (y' & Ey & Hy). inversion Ey; subst y' k.
+    apply call_binds_In in Hy as (d' & z & Hd' & Hyz & Hz). rewrite Hd in Hd'.
+    inversion Hd'; subst d'.
+    destruct (Hbt z (Hincl z Hz)) as (w & Hw & Hs).
+    exists w. split; [exact (Forall2_combine _ _ _ _ _ Hf Hyz w Hw) | lia].
+  - unfold omap in H. destruct (interp D n p0 v s) as [| r1] eqn:Ei; try discriminate.
+    inversion H; subst. apply filter_In in Hin as [Hin _]. rewrite dafter_guard.
+    eapply IH; [eauto | exact HB | exact Hb | exact Hv | exact Ei | exact Hin].
+  - unfold obind in H. destruct (interp D n p0 v s) as [| r1] eqn:Ei; try discriminate.
+    destruct (flat_map_out_in _ _ _ _ H Hin) as (s1 & r2 & Hs1 & E2 & Hs').
+    assert (Hb1 : deep V (dafter D bnd E d p0) s1)
+      by (eapply IH; [eauto | exact HB | exact Hb | exact Hv | exact Ei | exact Hs1]).
+    match goal with Hi : In x B1 |- _ => rename Hi into HxB end.
+    pose proof (dafter_dom D bnd B p0 B1 H0 E d HB x HxB) as Hxd.
+    apply in_map_iff in Hxd as ([z k] & Ez & Hz). simpl in Ez; subst z.
+    destruct (dlookup_some _ _ _ Hz) as [k' Hk']. apply dlookup_In in Hk' as Hk''.
+    destruct (Hb1 x k' Hk'') as (w & Hw & Hs).
+    rewrite Hw in E2. rewrite dafter_then. cbv zeta. unfold ddepth. rewrite Hk'.
+    eapply IH; [eauto | eapply dafter_dom; eauto | exact Hb1 | exact Hs | exact E2 | exact Hs'].
+  - inversion H; subst; contradiction.
+Qed.
+
+End Deep.
 (** ** The interpreter never runs out of the fuel of §6 on guarded programs *)
 
 Lemma flat_map_out_total : forall f l,
@@ -208,12 +489,6 @@ Proof.
   destruct (f a) as [| ra] eqn:Ea; [exfalso; apply (H a); auto |].
   destruct (flat_map_out f l) as [| rl] eqn:El; [exfalso; apply IH; auto | discriminate].
 Qed.
-
-Definition mode_ok (g : bool) (v V : value) : Prop :=
-  if g then vsize v < vsize V else vsize v <= vsize V.
-
-Lemma mode_ok_le : forall g v V, mode_ok g v V -> vsize v <= vsize V.
-Proof. unfold mode_ok; intros [|] v V H; lia. Qed.
 
 Definition wsum (D : program) (rk : string -> nat) (keep : nat -> bool) : nat :=
   fold_right (fun b n => (if keep (rk (fst b)) then psize (def_body (snd b)) else 0) + n) 0 D.
@@ -264,41 +539,48 @@ Variable D : program.
 Variable bnd : string -> list string.
 Hypothesis HD : wf_program D bnd.
 
-(** What a pattern needs of the definitions it calls: guarded calls are made
-    on values smaller than [V], unguarded ones on values no larger. *)
-Definition callees_ok (cs : list (bool * string)) (V : value) (K : nat) : Prop :=
-  forall b Q d w t m, In (b, Q) cs -> lookup_def D Q = Some d ->
-  mode_ok b w V -> K <= m -> interp D m (def_body d) w t <> OutOfFuel.
+Lemma dcalls_then : forall E d p x q,
+  dcalls D bnd E d (PThen p x q) =
+  dcalls D bnd E d p ++ dcalls D bnd (dafter D bnd E d p) (ddepth (dafter D bnd E d p) x) q.
+Proof. reflexivity. Qed.
+
+(** What a pattern needs of the definitions it calls: a call at depth k is
+    made on a value at least k smaller than [V]. *)
+Definition callees_ok (cs : list (nat * string)) (V : value) (K : nat) : Prop :=
+  forall k Q d w t m, In (k, Q) cs -> lookup_def D Q = Some d ->
+  vsize w + k <= vsize V -> K <= m -> interp D m (def_body d) w t <> OutOfFuel.
 
 Lemma callees_ok_incl : forall cs cs' V K,
   callees_ok cs V K -> incl cs' cs -> callees_ok cs' V K.
 Proof. unfold callees_ok; intros; eauto. Qed.
 
 Definition total_at (p : pat) : Prop :=
-  forall g V v B B' s n K,
-  wf D bnd B p B' -> small V B s -> mode_ok g v V ->
-  callees_ok (calls g p) V K -> psize p + K <= n ->
+  forall E d V v B B' s n K,
+  wf D bnd B p B' -> incl B (map fst E) -> deep V E s -> vsize v + d <= vsize V ->
+  callees_ok (dcalls D bnd E d p) V K -> psize p + K <= n ->
   interp D n p v s <> OutOfFuel.
 
 Lemma total_args : forall ps, Forall total_at ps ->
-  forall V vs B B' s n K,
-  wf_args D bnd B ps B' -> small V B s -> (forall w, In w vs -> vsize w < vsize V) ->
-  callees_ok (flat_map (calls true) ps) V K ->
+  forall V vs B B' E d s n K,
+  wf_args D bnd B ps B' -> incl B (map fst E) -> deep V E s ->
+  (forall w, In w vs -> vsize w + d <= vsize V) ->
+  callees_ok (dcalls_args D bnd E d ps) V K ->
   (forall p, In p ps -> psize p + K <= n) ->
   interp_args (interp D n) ps vs s <> OutOfFuel.
 Proof.
-  induction 1 as [| p ps Hp _ IH]; intros V vs B B' s n K Hwf Hs Hvs Hc Hn;
+  induction 1 as [| p ps Hp _ IH]; intros V vs B B' E d s n K Hwf HB Hs Hvs Hc Hn;
     destruct vs as [| v vs]; simpl; try discriminate.
   inversion Hwf; subst. unfold obind.
   destruct (interp D n p v s) as [| r1] eqn:E1.
-  - exfalso. eapply (Hp true V v B B1 s n K); eauto.
-    + unfold mode_ok. apply Hvs; left; auto.
+  - exfalso. eapply (Hp E d V v B B1 s n K); eauto.
+    + apply Hvs; left; auto.
     + eapply callees_ok_incl; eauto. intros c Hc'. simpl. apply in_or_app; auto.
     + apply Hn; left; auto.
   - apply flat_map_out_total. intros s1 Hs1.
-    apply (IH V vs B1 B' s1 n K); auto.
-    + eapply interp_small; [eauto | eauto | eauto | | exact E1 | exact Hs1].
-      pose proof (Hvs v (or_introl eq_refl)). lia.
+    apply (IH V vs B1 B' (dafter D bnd E d p) d s1 n K); auto.
+    + eapply dafter_dom; eauto.
+    + eapply (interp_deep D bnd HD); [eauto | eauto | eauto | | exact E1 | exact Hs1].
+      apply Hvs; left; auto.
     + intros w Hw; apply Hvs; right; auto.
     + eapply callees_ok_incl; eauto. intros c Hc'. simpl. apply in_or_app; auto.
     + intros q Hq; apply Hn; right; auto.
@@ -308,76 +590,81 @@ Lemma total_pat : forall p, total_at p.
 Proof.
   induction p as [| x | l | f ps IH | x ps IH | p1 p2 IH1 IH2 | x p IH | P xs
                   | p g IH | p x q IH IHq | ] using pat_ind';
-    unfold total_at; intros md V v B B' s n K Hwf Hs Hv Hc Hn;
+    unfold total_at; intros E d V v B B' s n K Hwf HB Hs Hv Hc Hn;
     (destruct n as [| n]; [simpl in Hn; lia |]); simpl; try discriminate;
     try (destruct (value_eqb v (VLit l)); discriminate).
   - (* f(p̄) *)
     destruct v as [g vs | l0]; [| discriminate].
     destruct (String.eqb f g && (length ps <=? length vs)); [| discriminate].
-    inversion Hwf; subst.
-    match goal with Ha : wf_args _ _ _ _ _ |- _ => apply (total_args ps IH V vs B B' s n K Ha Hs) end.
-    + intros w Hw. pose proof (vsize_arg g vs w Hw). pose proof (mode_ok_le _ _ _ Hv). lia.
-    + simpl in Hc. rewrite ?calls_list_eq in Hc. exact Hc.
+    inversion Hwf; subst. rewrite dcalls_op in Hc.
+    match goal with Ha : wf_args _ _ _ _ _ |- _ =>
+      apply (total_args ps IH V vs B B' E (S d) s n K Ha HB Hs) end.
+    + intros w Hw. pose proof (vsize_arg g vs w Hw). lia.
+    + exact Hc.
     + intros p Hp. pose proof (psize_arg ps p Hp). simpl in Hn. lia.
   - (* x(p̄) *)
     destruct v as [g vs | l0]; [| discriminate].
     destruct (length ps <=? length vs); [| discriminate].
     destruct (bind_var s x (VLit (LStr g))) as [s1|] eqn:Eb; [| discriminate].
-    inversion Hwf; subst. apply bind_var_sound in Eb as [Hle1 Hx].
+    inversion Hwf; subst. apply bind_var_sound in Eb as [Hle1 Hx]. rewrite dcalls_opvar in Hc.
     match goal with Ha : wf_args _ _ _ _ _ |- _ =>
-      apply (total_args ps IH V vs (x :: B) B' s1 n K Ha) end.
-    + intros y [<- | Hy].
-      * exists (VLit (LStr g)). split; auto. apply vsize_pos.
-      * eapply small_le; eauto.
-    + intros w Hw. pose proof (vsize_arg g vs w Hw). pose proof (mode_ok_le _ _ _ Hv). lia.
-    + simpl in Hc. rewrite ?calls_list_eq in Hc. exact Hc.
+      apply (total_args ps IH V vs (x :: B) B' ((x, d) :: E) (S d) s1 n K Ha) end.
+    + intros y [<- | Hy]; simpl; auto.
+    + intros y k [Ey | Hy].
+      * inversion Ey; subst. exists (VLit (LStr g)). split; auto. simpl in *. lia.
+      * eapply deep_le; eauto.
+    + intros w Hw. pose proof (vsize_arg g vs w Hw). lia.
+    + exact Hc.
     + intros p Hp. pose proof (psize_arg ps p Hp). simpl in Hn. lia.
   - (* p1 | p2 *)
     inversion Hwf; subst. simpl in Hn, Hc. unfold oapp.
     destruct (interp D n p1 v s) eqn:E1.
-    + intros _. apply (IH1 md V v B B1 s n K); [assumption | assumption | assumption | | lia | assumption].
+    + intros _. apply (IH1 E d V v B B1 s n K); try assumption; [| lia].
       eapply callees_ok_incl; eauto. intros c Hc'; apply in_or_app; auto.
     + destruct (interp D n p2 v s) eqn:E2; [| discriminate].
-      intros _. apply (IH2 md V v B B2 s n K); [assumption | assumption | assumption | | lia | assumption].
+      intros _. apply (IH2 E d V v B B2 s n K); try assumption; [| lia].
       eapply callees_ok_incl; eauto. intros c Hc'; apply in_or_app; auto.
   - (* ∃x. p *)
     inversion Hwf; subst. simpl in Hn, Hc. unfold omap.
-    destruct (interp D n p v (remove s x)) eqn:E; [| discriminate].
-    intros _. apply (IH md V v (rem x B) B1 (remove s x) n K); [assumption | | assumption | assumption | lia
-                                                   | assumption].
-    intros y Hy. apply In_rem in Hy as [Hy Hxy]. rewrite lookup_remove.
+    destruct (interp D n p v (remove s x)) eqn:Ei; [| discriminate].
+    intros _. apply (IH (drem x E) d V v (rem x B) B1 (remove s x) n K);
+      try assumption; [apply incl_rem_drem; auto | | lia].
+    intros y k Hy. apply In_drem in Hy as [Hy Hxy]. rewrite lookup_remove.
     apply String.eqb_neq in Hxy. rewrite String.eqb_sym, Hxy. auto.
   - (* P(x̄) *)
-    destruct (lookup_def D P) as [d|] eqn:Ed; [| discriminate].
-    destruct (length xs =? length (def_params d)); [| discriminate].
+    destruct (lookup_def D P) as [d0|] eqn:Ed; [| discriminate].
+    destruct (length xs =? length (def_params d0)); [| discriminate].
     unfold omap.
-    destruct (interp D n (def_body d) v (frame_in s xs (def_params d))) eqn:E; [| discriminate].
-    exfalso. eapply Hc; [simpl; left; reflexivity | exact Ed | exact Hv | | exact E].
+    destruct (interp D n (def_body d0) v (frame_in s xs (def_params d0))) eqn:Ei; [| discriminate].
+    exfalso. eapply Hc; [simpl; left; reflexivity | exact Ed | exact Hv | | exact Ei].
     simpl in Hn. lia.
   - (* p ? g *)
     inversion Hwf; subst. simpl in Hn, Hc. unfold omap.
-    destruct (interp D n p v s) eqn:E; [| discriminate].
-    intros _. apply (IH md V v B B' s n K); [assumption | assumption | assumption | assumption | lia
-                                  | assumption].
+    destruct (interp D n p v s) eqn:Ei; [| discriminate].
+    intros _. apply (IH E d V v B B' s n K); try assumption. lia.
   - (* p ; x ≍ q *)
-    inversion Hwf; subst. simpl in Hn, Hc. unfold obind.
-    destruct (interp D n p v s) as [| r1] eqn:E.
-    + intros _. apply (IH md V v B B1 s n K); [assumption | assumption | assumption | | lia | assumption].
+    inversion Hwf; subst. rewrite dcalls_then in Hc. simpl in Hn. unfold obind.
+    destruct (interp D n p v s) as [| r1] eqn:Ei.
+    + intros _. apply (IH E d V v B B1 s n K); try assumption; [| lia].
       eapply callees_ok_incl; eauto. intros c Hc'; apply in_or_app; auto.
     + apply flat_map_out_total. intros s1 Hs1.
-      assert (Hsm : small V B1 s1).
-      { eapply interp_small; [eauto | eauto | eauto | | exact E | exact Hs1].
-        apply (mode_ok_le _ _ _ Hv). }
+      assert (Hsm : deep V (dafter D bnd E d p) s1)
+        by (eapply (interp_deep D bnd HD); [eauto | exact HB | exact Hs | exact Hv | exact Ei | exact Hs1]).
       match goal with Hi : In x B1 |- _ => rename Hi into HxB end.
-      destruct (Hsm x HxB) as (w & Hw & Hws). simpl. rewrite Hw.
-      apply (IHq false V w B1 B' s1 n K); [assumption | assumption | exact Hws | | lia].
+      assert (HB1 : incl B1 (map fst (dafter D bnd E d p))) by (eapply dafter_dom; eauto).
+      pose proof (HB1 x HxB) as Hxd.
+      apply in_map_iff in Hxd as ([z k] & Ez & Hz). simpl in Ez; subst z.
+      destruct (dlookup_some _ _ _ Hz) as [k' Hk'].
+      destruct (Hsm x k' (dlookup_In _ _ _ Hk')) as (w & Hw & Hws). simpl. rewrite Hw.
+      apply (IHq (dafter D bnd E d p) (ddepth (dafter D bnd E d p) x) V w B1 B' s1 n K);
+        try assumption; [unfold ddepth; rewrite Hk'; exact Hws | | lia].
       eapply callees_ok_incl; eauto. intros c Hc'; apply in_or_app; auto.
 Qed.
 
 (** ** The measure: value size first, then the rank of the definition *)
 
 Variable rk : string -> nat.
-Hypothesis HG : guarded D rk.
+Hypothesis HG : guarded D bnd rk.
 
 Lemma body_total : forall s r P d, lookup_def D P = Some d -> rk P = r ->
   forall w t m, vsize w <= s -> s * dsize D + w_le rk D r <= m ->
@@ -388,21 +675,27 @@ Proof.
   intros P d Hd Hr w t m Hw Hm.
   pose proof (lookup_def_In D P d Hd) as Hin.
   destruct (wf_program_lookup D bnd P d HD Hd) as (_ & _ & B2 & Hwb & _).
-  eapply (total_pat (def_body d) false w w [] B2 t m (s * dsize D + w_lt rk D r)); eauto.
+  eapply (total_pat (def_body d) [] 0 w w [] B2 t m (s * dsize D + w_lt rk D r)); eauto.
   - intros y [].
-  - unfold mode_ok; lia.
-  - intros [|] Q e w' t' m' HQ He Hw' Hm'; unfold mode_ok in Hw'.
-    + (* a guarded call: a smaller value *)
-      eapply (IHs (vsize w') ltac:(lia) (rk Q) Q e He eq_refl w' t' m' (le_n _)).
-      pose proof (w_le_lt rk D (S (rk Q)) (rk Q) ltac:(lia)).
-      pose proof (wsum_dsize rk D (fun k => k <=? rk Q)).
-      assert (vsize w' * dsize D + dsize D <= s * dsize D) by nia.
-      unfold w_le in *. lia.
-    + (* an unguarded call: a definition of smaller rank *)
+  - intros y k [].
+  - lia.
+  - intros [| k] Q e w' t' m' HQ He Hw' Hm'.
+    + (* a call at depth 0: a definition of smaller rank *)
       assert (Hlt : rk Q < r) by (subst r; eapply HG; eauto).
       eapply (IHr (rk Q) Hlt Q e He eq_refl w' t' m'); [lia |].
       pose proof (w_le_lt rk D r (rk Q) Hlt). lia.
+    + (* a call under an operator: a smaller value *)
+      eapply (IHs (vsize w') ltac:(lia) (rk Q) Q e He eq_refl w' t' m' (le_n _)).
+      pose proof (wsum_dsize rk D (fun k => k <=? rk Q)).
+      assert (vsize w' * dsize D + dsize D <= s * dsize D) by nia.
+      unfold w_le in *. lia.
   - pose proof (w_lt_body rk D P d Hin). subst r. lia.
+Qed.
+
+Lemma small_deep : forall V B s, small V B s -> deep V (map (fun x => (x, 0)) B) s.
+Proof.
+  intros V B s H x k Hx. apply in_map_iff in Hx as (y & Ey & Hy). inversion Ey; subst.
+  destruct (H x Hy) as (w & Hw & Hs). exists w. split; auto. lia.
 Qed.
 
 (** Totality (§6): with the fuel [(size(v) + 1) × (size(Δ) + size(p))] the
@@ -413,15 +706,18 @@ Theorem interp_total_guarded : forall p v B B' s n,
 Proof.
   intros p v B B' s n Hwf Hs Hn.
   destruct (interp D n p v s) as [| r] eqn:E; [| eauto].
-  exfalso. eapply (total_pat p false v v B B' s n (vsize v * dsize D + dsize D)); eauto.
-  - unfold mode_ok; lia.
-  - intros [|] Q e w' t' m' HQ He Hw' Hm'; unfold mode_ok in Hw'.
+  exfalso. eapply (total_pat p (map (fun x => (x, 0)) B) 0 v v B B' s n
+                     (vsize v * dsize D + dsize D)); eauto.
+  - intros y Hy. rewrite map_map. simpl. rewrite map_id. exact Hy.
+  - apply small_deep; auto.
+  - lia.
+  - intros [| k] Q e w' t' m' HQ He Hw' Hm'.
+    + eapply (body_total (vsize v) (rk Q) Q e He eq_refl w' t' m'); [lia |].
+      pose proof (wsum_dsize rk D (fun k => k <=? rk Q)). unfold w_le in *. lia.
     + eapply (body_total (vsize w') (rk Q) Q e He eq_refl w' t' m' (le_n _)).
       pose proof (wsum_dsize rk D (fun k => k <=? rk Q)).
       assert (vsize w' * dsize D + dsize D <= vsize v * dsize D) by nia.
       unfold w_le in *. lia.
-    + eapply (body_total (vsize v) (rk Q) Q e He eq_refl w' t' m' Hw').
-      pose proof (wsum_dsize rk D (fun k => k <=? rk Q)). unfold w_le in *. lia.
   - unfold fuel_bound in Hn. nia.
 Qed.
 
@@ -434,7 +730,7 @@ Proof. unfold small, binds; intros V B s H x Hx. destruct (H x Hx) as (w & Hw & 
 
 (** Completeness at the fuel of §6 (no "for fuel large enough" left). *)
 Theorem interp_complete_guarded : forall D bnd rk p v B B' s t,
-  wf_program D bnd -> guarded D rk -> wf D bnd B p B' -> small v B s ->
+  wf_program D bnd -> guarded D bnd rk -> wf D bnd B p B' -> small v B s ->
   subst_le s t -> sem D t v p ->
   exists r s', interp D (fuel_bound D p v) p v s = Ok r /\ In s' r /\ subst_le s' t.
 Proof.
@@ -446,15 +742,22 @@ Proof.
   eauto.
 Qed.
 
+(** The checker of guarded recursion, with the inferred table and ranks. *)
+Definition check_guarded (D : program) : bool :=
+  let bnd := tbl_get [] (binds_table D (binds_rounds D)) in
+  let ranks := tbl_get 0 (rank_table D bnd (S (length D))) in
+  guardedb D bnd ranks.
+
 (** The same for what the extracted checkers accept: a program that passes
-    [check_program] and [check_guarded], and a pattern that [check] accepts
-    from B = ∅, never runs out of fuel, whatever the value and substitution. *)
+    [check_program] and [check_guarded], and a pattern that [check_query]
+    accepts, never run out of fuel, whatever the value and substitution. *)
 Theorem extracted_interp_total : forall D p v s,
   check_program D = true -> check_guarded D = true -> check_query D p = true ->
   exists r, interp D (fuel_bound D p v) p v s = Ok r.
 Proof.
   intros D p v s HD HG Hp.
-  apply check_program_sound in HD. apply guardedb_guarded in HG.
+  apply check_program_sound in HD. unfold check_guarded in HG. cbv zeta in HG.
+  apply guardedb_guarded in HG.
   apply check_query_some in Hp as [B' Hp]. apply check_wf in Hp.
   eapply interp_total_guarded; eauto. intros x [].
 Qed.
