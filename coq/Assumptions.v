@@ -11,6 +11,7 @@ Print Assumptions check_wf.
 Print Assumptions check_program_with_wf.
 Print Assumptions check_program_wf.
 Print Assumptions guardedb_guarded.
+Print Assumptions check_guarded_wf.
 Print Assumptions interp_total_guarded.
 Print Assumptions interp_complete_guarded.
 Print Assumptions extracted_interp_total.

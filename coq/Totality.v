@@ -289,7 +289,11 @@ Fixpoint rank_table (k : nat) : list (string * nat) :=
   | S k => let t := rank_table k in map (fun b => (fst b, rank_step t (def_body (snd b)))) D
   end.
 
-Definition infer_ranks : string -> nat := tbl_get 0 (rank_table (S (length D))).
+(** Ranks only grow and stay below [length D + 1], so this many rounds reach
+    the fixed point (see [check_guarded_complete]). *)
+Definition rank_rounds : nat := S (length D * S (length D)).
+
+Definition infer_ranks : string -> nat := tbl_get 0 (rank_table rank_rounds).
 
 (** Well-formed patterns: the variables §5 says are bound have a depth. *)
 Lemma dafter_dom : forall B p B', wf D bnd B p B' ->
@@ -745,7 +749,7 @@ Qed.
 (** The checker of guarded recursion, with the inferred table and ranks. *)
 Definition check_guarded (D : program) : bool :=
   let bnd := tbl_get [] (binds_table D (binds_rounds D)) in
-  let ranks := tbl_get 0 (rank_table D bnd (S (length D))) in
+  let ranks := tbl_get 0 (rank_table D bnd (rank_rounds D)) in
   guardedb D bnd ranks.
 
 (** The same for what the extracted checkers accept: a program that passes
@@ -760,4 +764,190 @@ Proof.
   apply guardedb_guarded in HG.
   apply check_query_some in Hp as [B' Hp]. apply check_wf in Hp.
   eapply interp_total_guarded; eauto. intros x [].
+Qed.
+
+(** ** The checker of guarded recursion accepts every guarded program *)
+
+Section Ranks.
+Variable D : program.
+Variable bnd : string -> list string.
+
+Definition rt (k : nat) : string -> nat := tbl_get 0 (rank_table D bnd k).
+
+Lemma rt_S : forall k P,
+  rt (S k) P = match lookup_def D P with
+               | Some d => rank_step D bnd (rank_table D bnd k) (def_body d)
+               | None => 0
+               end.
+Proof.
+  intros k P. unfold rt. simpl.
+  exact (tbl_get_map D 0 (fun _ d => rank_step D bnd (rank_table D bnd k) (def_body d)) P).
+Qed.
+
+Lemma rank_step_ge : forall t body Q, In (0, Q) (dcalls D bnd [] 0 body) ->
+  S (tbl_get 0 t Q) <= rank_step D bnd t body.
+Proof.
+  intros t body Q. unfold rank_step. induction (dcalls D bnd [] 0 body) as [| [k R] cs IH];
+    cbn [fold_right fst snd In]; intros H; [contradiction |].
+  destruct H as [E | H]; [inversion E; subst; apply Nat.le_max_l |].
+  specialize (IH H). destruct k; [| exact IH].
+  etransitivity; [exact IH | apply Nat.le_max_r].
+Qed.
+
+Lemma rank_step_le : forall t body m,
+  (forall Q, In (0, Q) (dcalls D bnd [] 0 body) -> S (tbl_get 0 t Q) <= m) ->
+  rank_step D bnd t body <= m.
+Proof.
+  intros t body m. unfold rank_step. induction (dcalls D bnd [] 0 body) as [| [k R] cs IH];
+    cbn [fold_right fst snd In]; intros H; [lia |].
+  assert (IH' : fold_right (fun (c : nat * string) (n : nat) =>
+            match fst c with 0 => max (S (tbl_get 0 t (snd c))) n | S _ => n end) 0 cs <= m)
+    by (apply IH; intros; apply H; auto).
+  destruct k; [| exact IH']. specialize (H R (or_introl eq_refl)).
+  apply Nat.max_lub; auto.
+Qed.
+
+Lemma rank_step_mono : forall t1 t2 body,
+  (forall Q, tbl_get 0 t1 Q <= tbl_get 0 t2 Q) -> rank_step D bnd t1 body <= rank_step D bnd t2 body.
+Proof.
+  intros t1 t2 body H. unfold rank_step.
+  induction (dcalls D bnd [] 0 body) as [| [k R] cs IH]; cbn [fold_right fst snd]; [lia |].
+  destruct k; [| exact IH]. apply Nat.max_le_compat; [specialize (H R); lia | exact IH].
+Qed.
+
+Lemma rt_mono : forall k P, rt k P <= rt (S k) P.
+Proof.
+  induction k as [| k IH]; intros P; [unfold rt; simpl; lia |].
+  rewrite (rt_S (S k) P), (rt_S k P). destruct (lookup_def D P); [| lia].
+  apply rank_step_mono. exact IH.
+Qed.
+
+Definition below_count (rk : string -> nat) (P : string) : nat :=
+  length (filter (fun b => rk (fst b) <? rk P) D).
+
+Lemma below_count_lt : forall rk P Q e, In (Q, e) D -> rk Q < rk P ->
+  below_count rk Q < below_count rk P.
+Proof.
+  intros rk P Q e Hin Hlt. unfold below_count.
+  induction D as [| [R f] D' IH]; simpl in *; [contradiction |].
+  destruct Hin as [E | Hin].
+  - inversion E; subst. rewrite Nat.ltb_irrefl. apply Nat.ltb_lt in Hlt. rewrite Hlt. simpl.
+    apply le_n_S. clear -Hlt. apply Nat.ltb_lt in Hlt. induction D' as [| b D' IH]; simpl; auto.
+    destruct (rk (fst b) <? rk Q) eqn:E1; simpl.
+    + apply Nat.ltb_lt in E1. assert (E2 : rk (fst b) <? rk P = true) by (apply Nat.ltb_lt; lia).
+      rewrite E2. simpl. lia.
+    + destruct (rk (fst b) <? rk P); simpl; lia.
+  - specialize (IH Hin). destruct (rk R <? rk Q) eqn:E1; simpl.
+    + apply Nat.ltb_lt in E1. assert (E2 : rk R <? rk P = true) by (apply Nat.ltb_lt; lia).
+      rewrite E2. simpl. lia.
+    + destruct (rk R <? rk P); simpl; lia.
+Qed.
+
+Lemma below_count_le : forall rk P, below_count rk P <= length D.
+Proof.
+  intros rk P. unfold below_count. induction D as [| b D' IH]; simpl; auto.
+  destruct (rk (fst b) <? rk P); simpl; lia.
+Qed.
+
+Hypothesis Hnames : NoDup (map fst D).
+Variable rk : string -> nat.
+Hypothesis HG : guarded D bnd rk.
+
+Lemma rt_bound : forall k P, rt k P <= S (below_count rk P).
+Proof.
+  induction k as [| k IH]; intros P; [unfold rt; simpl; lia |].
+  rewrite rt_S. destruct (lookup_def D P) as [d|] eqn:Hd; [| lia].
+  apply rank_step_le. intros Q HQ.
+  assert (Hlt : rk Q < rk P) by (eapply HG; [apply lookup_def_In; eauto | eauto | auto]).
+  fold (rt k Q). destruct (lookup_def D Q) as [e|] eqn:He.
+  - pose proof (below_count_lt rk P Q e (lookup_def_In D Q e He) Hlt). specialize (IH Q). lia.
+  - assert (rt k Q = 0).
+    { destruct k; [unfold rt; reflexivity | rewrite rt_S, He; reflexivity]. }
+    lia.
+Qed.
+
+Definition rsum (L : program) (k : nat) : nat := fold_right (fun b n => rt k (fst b) + n) 0 L.
+
+Lemma rsum_mono : forall L k, rsum L k <= rsum L (S k).
+Proof. induction L as [| b L IH]; intros k; simpl; [lia |]. pose proof (rt_mono k (fst b)). specialize (IH k). lia. Qed.
+
+Lemma rsum_strict : forall L k b, In b L -> rt (S k) (fst b) <> rt k (fst b) -> rsum L k < rsum L (S k).
+Proof.
+  induction L as [| c L IH]; intros k b Hb Hne; simpl in *; [contradiction |].
+  pose proof (rt_mono k (fst c)). pose proof (rsum_mono L k).
+  destruct Hb as [<- | Hb]; [lia |]. specialize (IH k b Hb Hne). lia.
+Qed.
+
+Lemma rsum_bound : forall L k, rsum L k <= length L * S (length D).
+Proof.
+  induction L as [| b L IH]; intros k; simpl; [lia |].
+  pose proof (rt_bound k (fst b)). pose proof (below_count_le rk (fst b)). specialize (IH k). lia.
+Qed.
+
+Lemma forallb_false : forall {A : Type} (f : A -> bool) l,
+  forallb f l = false -> exists x, In x l /\ f x = false.
+Proof.
+  induction l as [| a l IH]; simpl; intros H; [discriminate |].
+  destruct (f a) eqn:Ea; simpl in H; [destruct (IH H) as (x & Hx & Fx); eauto | eauto].
+Qed.
+
+Definition rstableb (k : nat) : bool := forallb (fun b => rt (S k) (fst b) =? rt k (fst b)) D.
+
+Lemma rstableb_all : forall k, rstableb k = true -> forall P, rt (S k) P = rt k P.
+Proof.
+  intros k H P. destruct (lookup_def D P) as [d|] eqn:Hd.
+  - unfold rstableb in H. rewrite forallb_forall in H.
+    specialize (H (P, d) (lookup_def_In D P d Hd)). apply Nat.eqb_eq in H. exact H.
+  - rewrite rt_S, Hd. destruct k; [reflexivity | rewrite rt_S, Hd; reflexivity].
+Qed.
+
+Lemma rstableb_persists : forall k, rstableb k = true -> rstableb (S k) = true.
+Proof.
+  intros k H. unfold rstableb. apply forallb_forall. intros [P d] _. simpl. apply Nat.eqb_eq.
+  rewrite (rt_S (S k) P), (rt_S k P). destruct (lookup_def D P) as [e|]; auto.
+  pose proof (rstableb_all k H) as Hall.
+  apply Nat.le_antisymm; apply rank_step_mono; intros Q; fold (rt (S k) Q); fold (rt k Q);
+    rewrite Hall; lia.
+Qed.
+
+Lemma rstable_at_rounds : rstableb (rank_rounds D) = true.
+Proof.
+  destruct (rstableb (rank_rounds D)) eqn:E; auto. exfalso.
+  assert (Hnot : forall j, j <= rank_rounds D -> rstableb j = false).
+  { intros j Hj. destruct (rstableb j) eqn:Ej; auto.
+    assert (forall m, rstableb (j + m) = true) as Hm.
+    { induction m; [rewrite Nat.add_0_r; auto | rewrite Nat.add_succ_r; apply rstableb_persists; auto]. }
+    specialize (Hm (rank_rounds D - j)).
+    replace (j + (rank_rounds D - j)) with (rank_rounds D) in Hm by lia. congruence. }
+  assert (Hinc : forall j, j <= S (rank_rounds D) -> j <= rsum D j).
+  { induction j as [| j IH]; intros Hj; [lia |].
+    specialize (IH ltac:(lia)). pose proof (Hnot j ltac:(lia)) as Hj'.
+    unfold rstableb in Hj'. apply forallb_false in Hj' as ((P, d) & Hin & Hne).
+    apply Nat.eqb_neq in Hne. pose proof (rsum_strict D j (P, d) Hin Hne). lia. }
+  specialize (Hinc (S (rank_rounds D)) (le_n _)).
+  pose proof (rsum_bound D (S (rank_rounds D))). unfold rank_rounds in *. lia.
+Qed.
+
+(** With the ranks of the last round, every call at depth 0 goes down. *)
+Lemma guardedb_rounds : guardedb D bnd (rt (rank_rounds D)) = true.
+Proof.
+  apply guardedb_guarded. intros P d k Q Hin HQ Hk. subst k.
+  pose proof (lookup_def_nodup D Hnames P d Hin) as Hd.
+  rewrite <- (rstableb_all _ rstable_at_rounds P). rewrite rt_S, Hd.
+  pose proof (rank_step_ge (rank_table D bnd (rank_rounds D)) (def_body d) Q HQ) as H.
+  unfold rt. lia.
+Qed.
+
+End Ranks.
+
+(** §5's guarded recursion as a checker agrees with its relation (for the
+    table of always-bound parameters that [check_program] infers). *)
+Theorem check_guarded_wf : forall D, check_program D = true ->
+  (check_guarded D = true <-> exists rk, guarded D (infer_binds D) rk).
+Proof.
+  intros D HD. split.
+  - intros H. unfold check_guarded in H. cbv zeta in H. apply guardedb_guarded in H. eauto.
+  - intros [rk HG]. apply check_program_sound in HD.
+    unfold check_guarded. cbv zeta.
+    exact (guardedb_rounds D (infer_binds D) (proj1 HD) rk HG).
 Qed.

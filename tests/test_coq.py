@@ -31,7 +31,8 @@ ASSUMPTIONS = COQ / "assumptions.txt"
 # The theorems whose Print Assumptions must be empty (coq/Assumptions.v prints them).
 MAIN_THEOREMS = ("interp_sound", "interp_complete", "interp_fuel_mono", "sem_monotone", "guard_local",
                  "check_wf", "check_program_with_wf", "check_program_wf", "guardedb_guarded",
-                 "interp_total_guarded", "interp_complete_guarded", "extracted_interp_total")
+                 "check_guarded_wf", "interp_total_guarded", "interp_complete_guarded",
+                 "extracted_interp_total")
 
 pytestmark = pytest.mark.coq
 
