@@ -419,13 +419,48 @@ class TargetNames:
         self.owner = owner
         self._names: dict[Any, str] = {}
         self._modules: dict[str, Any] = {}
+        self._cse: dict[Any, Any] = {}
+        self._all_modules = False
 
     def module(self, qualname: str) -> Any:
+        """The submodule called by a ``call_module`` node (None when absent)."""
         try:
             return self._modules[qualname]
         except KeyError:
-            mod = self._modules[qualname] = _submodule(self.owner, qualname)
-            return mod
+            pass
+        if not self._all_modules and self.owner is not None:  # one walk instead of one per call
+            self._all_modules = True
+            self._modules.update(self.owner.named_modules(remove_duplicate=False))
+            if qualname in self._modules:
+                return self._modules[qualname]
+        mod = self._modules[qualname] = _submodule(self.owner, qualname)
+        return mod
+
+    def cse_info(self, node: Node) -> tuple[Any, bool] | None:
+        """None for nodes CSE never merges (inputs, outputs, impure targets); else the part of
+        the key that depends on the target, and whether purity also depends on the arguments
+        (dropout, modules). Cached by target."""
+        key = (node.op, node.target)
+        try:
+            return self._cse[key]
+        except KeyError:
+            pass
+        except TypeError:
+            return self._cse_info(node)
+        out = self._cse[key] = self._cse_info(node)
+        return out
+
+    def _cse_info(self, node: Node) -> tuple[Any, bool] | None:
+        if node.op in ("placeholder", "output"):
+            return None
+        if node.op == "call_module":
+            return (_cse_target(node, self), True)
+        name = self(node)
+        if name.endswith("dropout"):
+            return (_cse_target(node, self), True)
+        if is_impure(node, name, self.owner, self.module):
+            return None
+        return (_cse_target(node, self), False)
 
     def __call__(self, node: Node) -> str:
         key = (node.op, node.target)
@@ -490,41 +525,94 @@ def _cse_target(n: Node, names: TargetNames) -> Any:
     return (n.op, _freeze(n.target))
 
 
+class CSE:
+    """Common-subexpression elimination over one graph, kept incremental across sweeps: the
+    table of keys survives, and a later :meth:`merge` only looks at the nodes it is told
+    changed (new nodes and users of rewired ones) and at the users of what it merges."""
+
+    def __init__(self, graph: torch.fx.Graph, owner: torch.nn.Module | None = None,
+                 names: TargetNames | None = None):
+        self.graph = graph
+        self.owner = owner
+        self.names = names or TargetNames(owner)
+        self.seen: dict[Any, Node] = {}
+
+    def key(self, n: Node, rep: Mapping[Node, Node]) -> Any:
+        """The CSE key of a pure node (None for impure ones)."""
+        names = self.names
+        info = names.cse_info(n)
+        if info is None:
+            return None
+        target, depends_on_args = info
+        if depends_on_args and is_impure(n, names(n) if n.op != "call_module" else None, self.owner,
+                                          names.module):
+            return None
+        args = n.args
+        if not n.kwargs:
+            for a in args:
+                if type(a) is not Node:
+                    break
+            else:  # fast path: nodes only
+                return (target, tuple(rep.get(a, a) for a in args) if rep else args)
+        if rep:
+            args, kwargs = _rep_args(args, rep), _rep_args(n.kwargs, rep)
+        else:
+            kwargs = n.kwargs
+        return (target, _freeze(args), _freeze(kwargs))
+
+    def classes(self) -> dict[Node, Node]:
+        """Representatives of every node of the graph, without changing it (see cse_classes)."""
+        rep: dict[Node, Node] = {}
+        self.seen = {}
+        for n in self.graph.nodes:
+            key = self.key(n, rep)
+            if key is None:
+                continue
+            first = self.seen.setdefault(key, n)
+            if first is not n:
+                rep[n] = first
+        return rep
+
+    def merge(self, dirty: set[Node] | None = None, erased: set[Node] | None = None) -> int:
+        """Merge duplicates in place (all nodes, or those in ``dirty`` and what their merges
+        touch); erased nodes are recorded in ``erased``. Returns how many were removed."""
+        removed = 0
+        if dirty is None:
+            self.seen = {}
+        for n in list(self.graph.nodes):
+            if dirty is not None and n not in dirty:
+                continue
+            key = self.key(n, {})
+            if key is None:
+                continue
+            first = self.seen.get(key)
+            if first is None or first is n or (erased is not None and first in erased) \
+                    or first.graph is not self.graph:
+                self.seen[key] = n
+                continue
+            if dirty is not None:
+                dirty.update(n.users)
+            n.replace_all_uses_with(first)
+            self.graph.erase_node(n)
+            if erased is not None:
+                erased.add(n)
+            removed += 1
+        return removed
+
+
 def cse_classes(graph: torch.fx.Graph, owner: torch.nn.Module | None = None,
                 names: TargetNames | None = None) -> dict[Node, Node]:
     """Representative of each node merged by common-subexpression elimination (nodes that are
     their own representative are absent). Pure nodes with the same operator target and the same
     arguments (after mapping to representatives) form one class."""
-    names = names or TargetNames(owner)
-    rep: dict[Node, Node] = {}
-    seen: dict[Any, Node] = {}
-    for n in graph.nodes:
-        if n.op in ("placeholder", "output"):
-            continue
-        if is_impure(n, names(n) if n.op != "call_module" else None, owner, names.module):
-            continue
-        args = n.args
-        if not n.kwargs and all(type(a) is Node for a in args):  # fast path: nodes only
-            key: Any = (_cse_target(n, names), tuple(rep.get(a, a) for a in args) if rep else args)
-        else:
-            key = (_cse_target(n, names), _freeze(_rep_args(args, rep)), _freeze(_rep_args(n.kwargs, rep)))
-        first = seen.setdefault(key, n)
-        if first is not n:
-            rep[n] = first
-    return rep
+    return CSE(graph, owner, names).classes()
 
 
 def cse(gm: torch.fx.GraphModule | torch.fx.Graph, names: TargetNames | None = None) -> int:
     """Merge common subexpressions of pure nodes in place; returns how many nodes were removed."""
     graph = gm.graph if isinstance(gm, torch.fx.GraphModule) else gm
     owner = gm if isinstance(gm, torch.fx.GraphModule) else graph.owning_module
-    rep = cse_classes(graph, owner, names)
-    for n, r in rep.items():
-        n.replace_all_uses_with(r)
-    for n in reversed(list(rep)):
-        if not n.users:
-            graph.erase_node(n)
-    return len(rep)
+    return CSE(graph, owner, names).merge()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -952,9 +1040,9 @@ def node_source(node: Node) -> str:
     return f"%{node.name} = {name}({', '.join(parts)})"
 
 
-__all__ = ["FxTerm", "GraphView", "ParamTerm", "Skeleton", "TargetNames", "cse", "cse_classes", "fetch_attr",
-           "function_name", "has_types", "infer_value", "is_impure", "match_graph", "meta_value",
-           "node_source", "propagate_types", "resolve", "root_ops", "size_value", "skeleton", "fits",
+__all__ = ["CSE", "FxTerm", "GraphView", "ParamTerm", "Skeleton", "TargetNames", "cse", "cse_classes",
+           "fetch_attr", "fits", "function_name", "has_types", "infer_value", "is_impure", "match_graph",
+           "meta_value", "node_source", "propagate_types", "resolve", "root_ops", "size_value", "skeleton",
            "target_name"]
 
 

@@ -23,6 +23,7 @@ Every rewrite and every declined or unsafe match lands in the :class:`RewriteRep
 from __future__ import annotations
 
 import functools
+import gc
 import inspect
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -35,13 +36,13 @@ import torch.fx
 
 from .errors import PypmError, RewriteError, Source, Span
 from .fx import (
+    CSE,
     FxTerm,
     GraphView,
     ParamTerm,
     Skeleton,
     TargetNames,
     call_of,
-    cse,
     fits,
     has_types,
     infer_value,
@@ -398,6 +399,18 @@ class RewritePass:
         metadata; when the graph has none, ``example_inputs`` are propagated as fake tensors.
         A bare ``Graph`` (an inductor pass) is rewritten in place and not recompiled: its owner
         (inductor) generates code from it afterwards."""
+        # The cyclic garbage collector would walk every node of a big graph many times over
+        # while a pass allocates; nothing a pass creates needs it until the pass ends.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            return self._apply(gm, example_inputs)
+        finally:
+            if collecting:
+                gc.enable()
+
+    def _apply(self, gm: torch.fx.GraphModule | torch.fx.Graph,
+               example_inputs: Sequence[Any] | None) -> RewriteReport:
         start = time.perf_counter()
         bare = isinstance(gm, torch.fx.Graph)
         if bare:
@@ -407,7 +420,8 @@ class RewritePass:
         report = RewriteReport(nodes_before=len(graph.nodes))
         if example_inputs is not None and not has_types(graph):
             propagate_types(gm, list(example_inputs))
-        state = _SweepState(TargetNames(gm))
+        names = TargetNames(gm)
+        state = _SweepState(names, CSE(graph, gm, names))
         for sweep in range(1, self.max_sweeps + 1):
             report.sweeps = sweep
             applied = self._sweep(gm, report, state)
@@ -430,7 +444,8 @@ class RewritePass:
 
     def _sweep(self, gm: torch.fx.GraphModule, report: RewriteReport, state: _SweepState) -> list[str]:
         """One sweep from outputs to inputs; returns the names of the rules applied."""
-        cse(gm, state.names)
+        state.cse.merge(state.dirty, state.erased)  # everything on the first sweep
+        state.dirty = set()
         view = GraphView(gm, cse=False, names=state.names)
         applied: list[str] = []
         for node in reversed(list(gm.graph.nodes)):
@@ -490,6 +505,8 @@ class RewritePass:
                         _remove(new)
             if reason is None and out is not None:
                 report.rewrites.append(Rewrite(r.name, node.name, node_source(node), bindings, out.name))
+                state.dirty.update(new)
+                state.dirty.update(node.users)
                 _commit(out, node, m, view, state.erased)
                 return True
             key = (r.name, node.name, reason or "")
@@ -507,6 +524,8 @@ class _SweepState:
     """What sweeps share: target names, erased nodes, reasons already reported, misses."""
 
     names: TargetNames
+    cse: CSE
+    dirty: set[Node] | None = None  # nodes CSE must look at next sweep (None: all of them)
     erased: set[Node] = field(default_factory=set)
     seen: set[tuple[str, str, str]] = field(default_factory=set)
     missed: set[tuple[str, Node]] = field(default_factory=set)
