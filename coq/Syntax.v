@@ -5,18 +5,45 @@ Import ListNotations.
 
 (** ** Literals and values (§1) *)
 
-(** Literals: integers, strings, booleans and [None]. Floats, dtypes and
-    tuples of §1 are left out; they add nothing to the matching calculus. *)
+(** Literals: integers, strings, booleans, [None] and tuples of literals.
+    Floats and dtypes of §1 are left out; they add nothing to the matching
+    calculus. *)
 Inductive literal : Type :=
   | LInt (z : Z)
   | LStr (s : string)
   | LBool (b : bool)
-  | LNone.
+  | LNone
+  | LTuple (ls : list literal).
 
 (** A value is a term [f(v1..vn)] or a literal. *)
 Inductive value : Type :=
   | VTerm (f : string) (args : list value)
   | VLit (l : literal).
+
+(** Induction over literals, with the nested tuple list. *)
+Section LiteralInd.
+  Variable P : literal -> Prop.
+  Hypothesis HInt : forall z, P (LInt z).
+  Hypothesis HStr : forall s, P (LStr s).
+  Hypothesis HBool : forall b, P (LBool b).
+  Hypothesis HNone : P LNone.
+  Hypothesis HTuple : forall ls, Forall P ls -> P (LTuple ls).
+
+  Fixpoint literal_ind' (l : literal) : P l :=
+    match l with
+    | LInt z => HInt z
+    | LStr s => HStr s
+    | LBool b => HBool b
+    | LNone => HNone
+    | LTuple ls =>
+        HTuple ls
+          ((fix go (ls : list literal) : Forall P ls :=
+              match ls with
+              | [] => Forall_nil P
+              | m :: ms => Forall_cons m (literal_ind' m) (go ms)
+              end) ls)
+    end.
+End LiteralInd.
 
 (** Induction over values, with the nested argument list. *)
 Section ValueInd.
@@ -37,22 +64,35 @@ Section ValueInd.
     end.
 End ValueInd.
 
-Definition literal_eqb (a b : literal) : bool :=
+Fixpoint literal_eqb (a b : literal) : bool :=
   match a, b with
   | LInt x, LInt y => Z.eqb x y
   | LStr x, LStr y => String.eqb x y
   | LBool x, LBool y => Bool.eqb x y
   | LNone, LNone => true
+  | LTuple xs, LTuple ys =>
+      (fix go (xs ys : list literal) : bool :=
+         match xs, ys with
+         | [], [] => true
+         | x :: xs', y :: ys' => literal_eqb x y && go xs' ys'
+         | _, _ => false
+         end) xs ys
   | _, _ => false
   end.
 
 Lemma literal_eqb_spec : forall a b, literal_eqb a b = true <-> a = b.
 Proof.
-  intros a b; destruct a as [x|x|x|], b as [y|y|y|]; simpl; split; intro H;
-    try discriminate; try congruence.
-  all: first [ apply Z.eqb_eq in H; congruence | inversion H; apply Z.eqb_refl
-             | apply String.eqb_eq in H; congruence | inversion H; apply String.eqb_refl
-             | apply Bool.eqb_prop in H; congruence | inversion H; apply Bool.eqb_reflx ].
+  induction a as [x | x | x | | xs IH] using literal_ind';
+    destruct b as [y | y | y | | ys]; simpl; split; intro H; try discriminate; try congruence.
+  all: try first [ apply Z.eqb_eq in H; congruence | inversion H; apply Z.eqb_refl
+                 | apply String.eqb_eq in H; congruence | inversion H; apply String.eqb_refl
+                 | apply Bool.eqb_prop in H; congruence | inversion H; apply Bool.eqb_reflx ].
+  - f_equal. revert ys H. induction IH as [| a xs' Ha _ IHxs]; intros [| b ys'] H;
+      try discriminate; auto.
+    apply andb_prop in H as [H1 H2]. apply Ha in H1; subst. f_equal. apply IHxs in H2.
+    congruence.
+  - inversion H; subst. clear H. induction IH as [| a xs' Ha _ IHxs]; auto.
+    rewrite (proj2 (Ha a) eq_refl). simpl. exact IHxs.
 Qed.
 
 (** Structural equality of values, decidable. *)

@@ -9,8 +9,9 @@
   cases have matches. The conformance generators of ``semantics/generators.py`` are used too;
   this one targets the exact hypotheses of ``interp_total_guarded``.
 
-Only the part of the calculus the Coq model has: literals are ints, strings, booleans and None;
-guards are the closed guard language (``==``, ``!=``, ``not``, ``and``, ``or``, constants).
+Only the part of the calculus the Coq model has: literals are ints, strings, booleans, None and
+tuples of those; guards are the closed guard language (``==``, ``!=``, ``not``, ``and``, ``or``,
+constants).
 """
 
 from __future__ import annotations
@@ -69,9 +70,11 @@ def _quote(s: str) -> str:
 
 
 def literal(v: Any) -> str:
-    """A literal: ``(int N)``, ``(str "s")``, ``(bool b)`` or ``none``."""
+    """A literal: ``(int N)``, ``(str "s")``, ``(bool b)``, ``none`` or ``(tuple l..)``."""
     if v is None:
         return "none"
+    if isinstance(v, tuple):
+        return "(tuple" + "".join(" " + literal(x) for x in v) + ")"
     if isinstance(v, bool):
         return "(bool true)" if v else "(bool false)"
     if isinstance(v, int):
@@ -160,7 +163,7 @@ def results(substs: Iterable[Mapping[str, Any]]) -> str:
 
 OPERATORS = ("f", "g", "h")
 LEAVES = ("c", "d")
-LITERALS: tuple[Any, ...] = (0, 1, "a", True, False, None)
+LITERALS: tuple[Any, ...] = (0, 1, "a", True, False, None, (0, 1), ())
 PARAMS = ("x", "y", "z")
 
 

@@ -2,11 +2,12 @@
 
    Reads cases from stdin, one s-expression per line, and prints one line per case:
      (case (program (def P (y1 ..) BODY) ..) PATTERN VALUE (subst (x VALUE) ..))
-   VALUE   ::= (term f VALUE..) | (int N) | (str "s") | (bool true|false) | none
-   PATTERN ::= _ | (var x) | (lit VALUE) | (op f PATTERN..) | (opvar x PATTERN..)
+   VALUE   ::= (term f VALUE..) | LIT
+   LIT     ::= (int N) | (str "s") | (bool true|false) | none | (tuple LIT..)
+   PATTERN ::= _ | (var x) | (lit LIT) | (op f PATTERN..) | (opvar x PATTERN..)
              | (alt P P) | (exists x P) | (call P x..) | (guard P GUARD) | (then P x P) | fail
    GUARD   ::= true | false | (eq A A) | (neq A A) | (not G) | (and G G) | (or G G)
-   A       ::= (var x) | (lit VALUE)
+   A       ::= (var x) | (lit LIT)
    Output: "wf " or "notwf " (the Coq checkers: well-formed program and pattern, from B = {},
    and guarded recursion),
    then "outoffuel" or (ok (s (x VALUE)..)..), each substitution's bindings sorted by name. *)
@@ -59,6 +60,7 @@ and literal = function
   | List [Atom "bool"; Atom "true"] -> LBool true
   | List [Atom "bool"; Atom "false"] -> LBool false
   | Atom "none" -> LNone
+  | List (Atom "tuple" :: ls) -> LTuple (List.map literal ls)
   | e -> err "literal" e
 
 let name = function Atom x -> x | e -> err "name" e
@@ -108,12 +110,16 @@ let quote s =
   Buffer.add_char b '"';
   Buffer.contents b
 
+let rec show_literal = function
+  | LInt z -> "(int " ^ string_of_int z ^ ")"
+  | LStr s -> "(str " ^ quote s ^ ")"
+  | LBool b -> if b then "(bool true)" else "(bool false)"
+  | LNone -> "none"
+  | LTuple ls -> "(tuple" ^ String.concat "" (List.map (fun l -> " " ^ show_literal l) ls) ^ ")"
+
 let rec show_value = function
   | VTerm (f, args) -> "(term " ^ String.concat " " (f :: List.map show_value args) ^ ")"
-  | VLit (LInt z) -> "(int " ^ string_of_int z ^ ")"
-  | VLit (LStr s) -> "(str " ^ quote s ^ ")"
-  | VLit (LBool b) -> if b then "(bool true)" else "(bool false)"
-  | VLit LNone -> "none"
+  | VLit l -> show_literal l
 
 (* A substitution as a finite map: the first binding of each name, sorted by name. *)
 let show_subst (s : subst) =
