@@ -51,6 +51,90 @@ Proof.
       destruct (mem x l) eqn:E; auto. apply mem_In in E; contradiction.
 Qed.
 
+(** ** Scoping: every variable is a parameter or a local; no unused locals *)
+
+(** The free variables of a pattern (∃-bound names removed within their scope). *)
+Fixpoint pfv (p : pat) : list string :=
+  let fix pfv_list (ps : list pat) : list string :=
+      match ps with [] => [] | q :: qs => pfv q ++ pfv_list qs end in
+  match p with
+  | PWild | PLit _ | PFail => []
+  | PVar x => [x]
+  | POp _ ps => pfv_list ps
+  | POpVar x ps => x :: pfv_list ps
+  | PAlt p1 p2 => pfv p1 ++ pfv p2
+  | PExists x p => rem x (pfv p)
+  | PCall _ xs => xs
+  | PGuard p g => pfv p ++ gfv g
+  | PThen p x q => pfv p ++ x :: pfv q
+  end.
+
+Fixpoint locals_used (p : pat) : bool :=
+  let fix locals_used_list (ps : list pat) : bool :=
+      match ps with [] => true | q :: qs => locals_used q && locals_used_list qs end in
+  match p with
+  | POp _ ps | POpVar _ ps => locals_used_list ps
+  | PAlt p1 p2 | PThen p1 _ p2 => locals_used p1 && locals_used p2
+  | PExists x p => mem x (pfv p) && locals_used p
+  | PGuard p _ => locals_used p
+  | _ => true
+  end.
+
+(** Every [∃x. p] uses x in p. *)
+Inductive used_locals : pat -> Prop :=
+  | UL_Wild : used_locals PWild
+  | UL_Var : forall x, used_locals (PVar x)
+  | UL_Lit : forall l, used_locals (PLit l)
+  | UL_Op : forall f ps, Forall used_locals ps -> used_locals (POp f ps)
+  | UL_OpVar : forall x ps, Forall used_locals ps -> used_locals (POpVar x ps)
+  | UL_Alt : forall p1 p2, used_locals p1 -> used_locals p2 -> used_locals (PAlt p1 p2)
+  | UL_Exists : forall x p, In x (pfv p) -> used_locals p -> used_locals (PExists x p)
+  | UL_Call : forall P xs, used_locals (PCall P xs)
+  | UL_Guard : forall p g, used_locals p -> used_locals (PGuard p g)
+  | UL_Then : forall p x q, used_locals p -> used_locals q -> used_locals (PThen p x q)
+  | UL_Fail : used_locals PFail.
+
+Lemma locals_used_list_eq : forall ps,
+  (fix locals_used_list (ps : list pat) : bool :=
+      match ps with [] => true | q :: qs => locals_used q && locals_used_list qs end) ps =
+  forallb locals_used ps.
+Proof. induction ps; simpl; congruence. Qed.
+
+Lemma locals_used_iff : forall p, locals_used p = true <-> used_locals p.
+Proof.
+  assert (Hl : forall ps, Forall (fun p => locals_used p = true <-> used_locals p) ps ->
+            (forallb locals_used ps = true <-> Forall used_locals ps)).
+  { induction 1 as [| p ps Hp _ IH]; simpl; [split; auto |].
+    rewrite andb_true_iff, Hp, IH. split; [intros [H1 H2]; constructor; auto |].
+    intros H; inversion H; auto. }
+  induction p as [| x | l | f ps IH | x ps IH | p1 p2 IH1 IH2 | x p IH | P xs
+                  | p g IH | p x q IH IHq | ] using pat_ind'; simpl;
+    rewrite ?locals_used_list_eq; split; intro H; try (constructor; fail); auto.
+  - constructor. apply Hl; auto.
+  - inversion H; subst. apply Hl; auto.
+  - constructor. apply Hl; auto.
+  - inversion H; subst. apply Hl; auto.
+  - apply andb_true_iff in H as [H1 H2]. constructor; [apply IH1 | apply IH2]; auto.
+  - inversion H; subst. apply andb_true_iff. split; [apply IH1 | apply IH2]; auto.
+  - apply andb_true_iff in H as [H1 H2]. apply mem_In in H1. constructor; auto. apply IH; auto.
+  - inversion H; subst. apply andb_true_iff. split; [apply mem_In; auto | apply IH; auto].
+  - constructor. apply IH; auto.
+  - inversion H; subst. apply IH; auto.
+  - apply andb_true_iff in H as [H1 H2]. constructor; [apply IH | apply IHq]; auto.
+  - inversion H; subst. apply andb_true_iff. split; [apply IH | apply IHq]; auto.
+Qed.
+
+Definition scoped (d : definition) : Prop :=
+  incl (pfv (def_body d)) (def_params d) /\ used_locals (def_body d).
+
+Definition scopedb (d : definition) : bool :=
+  inclb (pfv (def_body d)) (def_params d) && locals_used (def_body d).
+
+Lemma scopedb_scoped : forall d, scopedb d = true <-> scoped d.
+Proof.
+  intros d. unfold scopedb, scoped. rewrite andb_true_iff, inclb_incl, locals_used_iff. tauto.
+Qed.
+
 (** ** The relation *)
 
 Section WF.
@@ -103,8 +187,10 @@ Definition wf_def (P : string) (d : definition) : Prop :=
   NoDup (def_params d) /\ incl (bnd P) (def_params d) /\
   exists B', wf [] (def_body d) B' /\ incl (bnd P) B'.
 
-(** A program: distinct names (a Python program is a dict), well-formed definitions. *)
-Definition wf_program : Prop := NoDup (map fst D) /\ Forall (fun b => wf_def (fst b) (snd b)) D.
+(** A program: distinct names (a Python program is a dict), well-formed and
+    scoped definitions. *)
+Definition wf_program : Prop :=
+  NoDup (map fst D) /\ Forall (fun b => wf_def (fst b) (snd b)) D /\ Forall (fun b => scoped (snd b)) D.
 
 (** ** The checker *)
 
@@ -227,7 +313,8 @@ Definition check_def (P : string) (d : definition) : bool :=
   end.
 
 Definition check_program_with : bool :=
-  nodupb (map fst D) && forallb (fun b => check_def (fst b) (snd b)) D.
+  nodupb (map fst D) && forallb (fun b => check_def (fst b) (snd b)) D &&
+  forallb (fun b => scopedb (snd b)) D.
 
 Lemma check_def_wf : forall P d, check_def P d = true <-> wf_def P d.
 Proof.
@@ -244,8 +331,14 @@ Qed.
 Theorem check_program_with_wf : check_program_with = true <-> wf_program.
 Proof.
   unfold check_program_with, wf_program.
-  rewrite andb_true_iff, nodupb_NoDup, forallb_forall, Forall_forall.
-  split; intros [H1 H2]; split; auto; intros b Hb; apply check_def_wf; auto.
+  rewrite !andb_true_iff, nodupb_NoDup, !forallb_forall, !Forall_forall.
+  split.
+  - intros [[H1 H2] H3]. split; auto. split; intros b Hb.
+    + apply check_def_wf; auto.
+    + apply scopedb_scoped; auto.
+  - intros (H1 & H2 & H3). split; [split; auto |]; intros b Hb.
+    + apply check_def_wf; auto.
+    + apply scopedb_scoped; auto.
 Qed.
 
 End WF.
@@ -261,7 +354,7 @@ Qed.
 Lemma wf_program_lookup : forall D bnd P d,
   wf_program D bnd -> lookup_def D P = Some d -> wf_def D bnd P d.
 Proof.
-  unfold wf_program; intros D bnd P d [_ H] Hd. rewrite Forall_forall in H.
+  unfold wf_program; intros D bnd P d (_ & H & _) Hd. rewrite Forall_forall in H.
   apply (H (P, d)). apply lookup_def_In; auto.
 Qed.
 
@@ -595,7 +688,8 @@ Theorem check_program_complete : forall bnd, wf_program D bnd -> check_program D
 Proof.
   intros bnd HD. unfold check_program. cbv zeta. apply check_program_with_wf.
   fold (tab (binds_rounds D)).
-  split; auto. apply Forall_forall. intros [P d] Hin. simpl.
+  split; [auto | split; [| exact (proj2 (proj2 HD))]].
+  apply Forall_forall. intros [P d] Hin. simpl.
   pose proof (lookup_def_nodup P d Hin) as Hd.
   destruct (wf_program_lookup D bnd P d HD Hd) as (Hnd & _ & Bb & Hw & _).
   apply check_wf in Hw.

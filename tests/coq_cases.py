@@ -43,6 +43,7 @@ from pypm.syntax import (
     Then,
     Var,
     Wild,
+    free_vars,
 )
 from pypm.terms import Term, TermView
 
@@ -240,7 +241,7 @@ class _Gen:
             self.fresh += 1
             x = f"t{self.fresh}"
             body, out = self.pat([*scope, x], bound - {x}, under_op, budget - 1)
-            if r.random() < 0.5:
+            if x not in free_vars(body):  # §5: no unused locals
                 body, out = Op(r.choice(OPERATORS), (Var(x), body)), out | {x}
             return Exists(x, body), out - {x}
         if kind == 8:

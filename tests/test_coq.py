@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from coq_cases import Unsupported, case_line, generate_cases, results
 
 from pypm.match import interpret
+from pypm.syntax import Wild
 
 COQ = Path(__file__).resolve().parent.parent / "coq"
 DRIVER = COQ / "extract" / "pypm_interp"
@@ -123,24 +124,33 @@ def test_extracted_interpreter_agrees_on_guarded_programs(driver: Driver) -> Non
     assert with_matches >= N_GENERATED // 3, f"only {with_matches} cases have a match"
 
 
-def _conformance_cases(n: int) -> list[Any]:
-    """n cases drawn from the conformance generators (semantics/generators.py), reproducibly."""
-    from hypothesis import HealthCheck, given, settings
-
+def _generators() -> Any:
     try:
         from semantics import generators
     except ImportError:  # installed as a package
         from pypm.semantics import generators  # type: ignore[no-redef]
+    return generators
+
+
+def _draw(strategy: Any, n: int) -> list[Any]:
+    """n examples of a hypothesis strategy, reproducibly."""
+    from hypothesis import HealthCheck, given, settings
+
     drawn: list[Any] = []
 
     @settings(max_examples=n, database=None, derandomize=True, deadline=None,
               suppress_health_check=list(HealthCheck))
-    @given(generators.cases())
-    def collect(case: Any) -> None:
-        drawn.append(case)
+    @given(strategy)
+    def collect(example: Any) -> None:
+        drawn.append(example)
 
     collect()
     return drawn
+
+
+def _conformance_cases(n: int) -> list[Any]:
+    """n cases drawn from the conformance generators (semantics/generators.py)."""
+    return _draw(_generators().cases(), n)
 
 
 def test_extracted_interpreter_agrees_on_conformance_cases(driver: Driver) -> None:
@@ -161,3 +171,21 @@ def test_extracted_interpreter_agrees_on_conformance_cases(driver: Driver) -> No
         assert coq == py, f"{line}\n coq:    {coq}\n python: {py}"
         compared += 1
     assert compared >= 1000, f"only {compared} conformance cases are within the Coq model"
+
+
+def test_coq_checkers_reject_ill_formed_programs(driver: Driver) -> None:
+    """Programs that break one rule of §5 (semantics/generators.ill_formed_programs): the Coq
+    checkers reject every one that is within the model (guards calling functions are not)."""
+    from pypm.terms import Term
+
+    seen: dict[str, int] = {}
+    for program, kind in _draw(_generators().ill_formed_programs(), 400):
+        try:
+            line = case_line(program, Wild(), Term("c", ()), {})
+        except Unsupported:
+            continue
+        verdict, _ = driver.ask(line)
+        assert verdict == "notwf", f"the Coq checkers accept a program with a {kind}: {line}"
+        seen[kind] = seen.get(kind, 0) + 1
+    assert set(seen) >= {"ScopeError", "ArityError", "UnboundError", "LeftRecursionError",
+                         "UnknownPatternError"}, seen
