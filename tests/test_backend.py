@@ -12,11 +12,11 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from pypm.rules.attention import Attention
 
 import pypm.backend
 from pypm.errors import RewriteError
 from pypm.rewrite import rule
-from pypm.rules.attention import Attention
 
 
 class Attn(nn.Module):

@@ -10,10 +10,10 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from pypm.rules.attention import RULES
 
 import pypm
 from pypm.rewrite import RewritePass
-from pypm.rules.attention import RULES
 
 B, H, T, D = 2, 3, 6, 8
 
@@ -85,14 +85,14 @@ def test_every_spelling_becomes_one_sdpa_call_that_computes_the_same(name):
 
 def test_3d_bmm_spelling():
     q, k, v = (x.reshape(B * H, T, D) for x in qkv())
-    fn = lambda q, k, v: torch.bmm(torch.softmax(torch.bmm(q, k.permute(0, 2, 1)) * 0.3, -1), v)  # noqa: E731
-    gm, report = rewrite(fn, (q, k, v))
+    fn = lambda q, k, v: torch.bmm(torch.softmax(torch.bmm(q, k.permute(0, 2, 1)) * 0.3, -1), v)
+    _gm, report = rewrite(fn, (q, k, v))
     assert len(report.rewrites) == 1
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
 def test_other_dtypes_within_tolerance(dtype):
-    gm, report = rewrite(SPELLINGS["div-sqrt"], qkv(dtype))
+    _gm, report = rewrite(SPELLINGS["div-sqrt"], qkv(dtype))
     assert len(report.rewrites) == 1
 
 
@@ -127,7 +127,7 @@ NOT_LOWER = {
 
 @pytest.mark.parametrize("name", sorted(NOT_LOWER))
 def test_mask_that_is_not_the_lower_triangle_is_never_is_causal(name):
-    gm, report = rewrite(CausalWithBuffer(tri=NOT_LOWER[name]), qkv())
+    gm, _report = rewrite(CausalWithBuffer(tri=NOT_LOWER[name]), qkv())
     for n in sdpa_nodes(gm):
         assert not n.kwargs.get("is_causal")
         assert n.kwargs.get("attn_mask") is not None
@@ -138,7 +138,7 @@ def test_mask_given_as_input_is_passed_as_attn_mask():
         return F.softmax((q @ k.transpose(-2, -1)).masked_fill(m, float("-inf")), -1) @ v
 
     mask = ~torch.tril(torch.ones(T, T, dtype=torch.bool))
-    gm, report = rewrite(fn, (*qkv(), mask))
+    gm, _report = rewrite(fn, (*qkv(), mask))
     (n,) = sdpa_nodes(gm)
     assert not n.kwargs.get("is_causal") and n.kwargs["attn_mask"] is not None
 
@@ -147,7 +147,7 @@ def test_finite_fill_with_unproved_mask_is_declined_with_reason():
     def fn(q, k, v, m):
         return F.softmax((q @ k.transpose(-2, -1)).masked_fill(m, -1e9), -1) @ v
 
-    gm, report = rewrite(fn, (*qkv(), torch.rand(T, T) > 0.5))
+    _gm, report = rewrite(fn, (*qkv(), torch.rand(T, T) > 0.5))
     assert not report.rewrites
     assert any("not -inf" in r for r in report.reasons())
 
@@ -175,7 +175,7 @@ def _qkv_for(name):
 @pytest.mark.parametrize("name", sorted(NEGATIVE))
 def test_near_misses_are_not_rewritten_and_say_why(name):
     fn, reason = NEGATIVE[name]
-    gm, report = rewrite(fn, _qkv_for(name))
+    _gm, report = rewrite(fn, _qkv_for(name))
     assert not report.rewrites
     assert any(reason in r for r in report.reasons()), str(report)
 
@@ -194,7 +194,7 @@ def test_intermediate_used_outside_the_match_is_unsafe():
 
 
 def test_report_lists_rule_root_and_bindings():
-    gm, report = rewrite(SPELLINGS["div-sqrt"], qkv())
+    _gm, report = rewrite(SPELLINGS["div-sqrt"], qkv())
     (r,) = report.rewrites
     assert r.rule == "attention-to-sdpa" and r.root.startswith("matmul")
     assert r.bindings["q"] == "%q" and r.bindings["div_by"] == repr(math.sqrt(D))
@@ -212,7 +212,7 @@ def test_attention_inside_a_bigger_graph_keeps_the_rest():
             a = F.softmax(q @ k.transpose(-2, -1) / math.sqrt(D), -1) @ v
             return self.out(a) + x
 
-    gm, report = rewrite(Block().eval(), (torch.randn(B, T, D),))
+    _gm, report = rewrite(Block().eval(), (torch.randn(B, T, D),))
     assert len(report.rewrites) == 1
 
 

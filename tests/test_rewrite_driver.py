@@ -1,0 +1,152 @@
+"""The rewrite driver: rules with priorities, declining, safety and type checks with reasons,
+the fixpoint cap naming cycling rules, errors that name the rule, file and line."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import pypm
+from pypm.errors import RewriteError
+from pypm.rewrite import Decline, RewritePass, rule
+
+P = pypm.loads(
+    "def Sig(x):\n"
+    "    return sigmoid(x)\n"
+    "def Silu(x):\n"
+    "    return x * sigmoid(x)\n"
+    "def Neg2(x):\n"
+    "    return neg(neg(x))\n"
+)
+X = (torch.randn(3, 4),)
+
+
+def traced(fn):
+    gm = torch.fx.symbolic_trace(fn)
+    return gm
+
+
+def check(gm, rules, inputs=X):
+    expected = gm(*inputs)
+    report = RewritePass(rules).apply(gm, inputs)
+    torch.testing.assert_close(gm(*inputs), expected)
+    return report
+
+
+@rule(P.Silu, name="silu", priority=5)
+def to_silu(x):
+    return torch.nn.functional.silu(x)
+
+
+@rule(P.Neg2, name="double-negation")
+def drop_negations(x):
+    return x
+
+
+def test_a_rule_rewrites_and_the_report_names_rule_root_and_bindings():
+    gm = traced(lambda x: x * torch.sigmoid(x) + 1)
+    report = check(gm, [to_silu])
+    (r,) = report.rewrites
+    assert (r.rule, r.bindings) == ("silu", {"x": "%x"}) and r.root == "mul"
+    assert "silu" in gm.code and "sigmoid" not in gm.code
+
+
+def test_returning_an_existing_value_removes_the_region():
+    gm = traced(lambda x: torch.neg(torch.neg(x)) + 1)
+    check(gm, [drop_negations])
+    assert "neg" not in gm.code
+
+
+def test_higher_priority_rule_wins():
+    @rule(P.Silu, name="low", priority=1)
+    def low(x):
+        return x * torch.sigmoid(x) * 1.0
+
+    gm = traced(lambda x: x * torch.sigmoid(x))
+    report = check(gm, [low, to_silu])
+    assert [r.rule for r in report.rewrites] == ["silu"]
+
+
+def test_declining_with_none_and_with_a_reason():
+    @rule(P.Silu, name="never")
+    def never(x):
+        return None
+
+    @rule(P.Silu, name="picky")
+    def picky(x):
+        raise Decline("x is too small")
+
+    gm = traced(lambda x: x * torch.sigmoid(x))
+    report = check(gm, [never, picky])
+    assert not report.rewrites
+    assert [(s.rule, s.kind, s.reason) for s in report.skipped] == [
+        ("never", "declined", "the rule returned None"), ("picky", "declined", "x is too small")]
+
+
+def test_replacement_of_another_type_is_unsafe():
+    @rule(P.Sig, name="wrong-shape")
+    def wrong(x):
+        return x.sum(0)
+
+    gm = traced(lambda x: torch.sigmoid(x) * 2)
+    report = check(gm, [wrong])
+    assert not report.rewrites
+    (s,) = report.skipped
+    assert s.kind == "unsafe" and "float32[4]" in s.reason and "float32[3, 4]" in s.reason
+    assert "sum" not in gm.code  # the rejected replacement left nothing behind
+
+
+def test_intermediate_used_elsewhere_is_unsafe_and_named():
+    gm = traced(lambda x: (x * torch.sigmoid(x), torch.sigmoid(x) + 1))
+    report = check(gm, [to_silu])
+    assert not report.rewrites
+    assert "%sigmoid" in report.skipped[0].reason and "outside the match" in report.skipped[0].reason
+
+
+def test_cycling_rules_hit_the_cap_and_are_named():
+    @rule(P.Sig, name="ping")
+    def ping(x):
+        return torch.sigmoid(x + 0.0)
+
+    gm = traced(lambda x: torch.sigmoid(x))
+    with pytest.raises(RewriteError, match="ping") as e:
+        RewritePass([ping], max_sweeps=3).apply(gm, X)
+    assert e.value.file and e.value.file.endswith("test_rewrite_driver.py")
+
+
+def test_rule_taking_an_unbound_name_is_rejected_when_defined():
+    with pytest.raises(RewriteError, match="takes y, which pattern Silu does not bind") as e:
+        @rule(P.Silu, name="bad")
+        def bad(x, y):
+            return x
+
+    assert e.value.line is not None and "def bad" in str(e.value)
+
+
+def test_a_failing_rule_body_is_a_rewrite_error_naming_the_rule():
+    @rule(P.Sig, name="broken")
+    def broken(x):
+        raise ValueError("boom")
+
+    with pytest.raises(RewriteError, match="rule broken failed at %sigmoid: ValueError: boom"):
+        RewritePass([broken]).apply(traced(lambda x: torch.sigmoid(x)), X)
+
+
+def test_without_shapes_the_rewrite_is_unsafe_and_says_how_to_fix_it():
+    gm = traced(lambda x: x * torch.sigmoid(x))
+    report = RewritePass([to_silu]).apply(gm)
+    assert not report.rewrites and "example_inputs" in report.skipped[0].reason
+
+
+def test_graph_lints_and_recompiles():
+    gm = traced(lambda x: x * torch.sigmoid(x) + (torch.neg(torch.neg(x))))
+    report = check(gm, [to_silu, drop_negations])
+    assert report.counts() == {"silu": 1, "double-negation": 1}
+    gm.graph.lint()
+
+
+def test_misses_explain_candidate_roots_that_survive():
+    gm = traced(lambda x: x * torch.tanh(x))
+    report = check(gm, [to_silu])
+    (m,) = report.misses
+    assert "expected operator sigmoid, found %tanh" in m.reason
