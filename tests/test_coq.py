@@ -7,11 +7,13 @@ need it are skipped, unless the environment variable CI is set: then they fail.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -45,7 +47,10 @@ def coq_build() -> Path:
         if os.environ.get("CI"):
             pytest.fail("coqc is missing: CI must install Debian's coq package (apt-get install -y coq)")
         pytest.skip("coqc is not installed (apt-get install -y coq); set CI=1 to make this a failure")
-    done = subprocess.run(["make", "-C", str(COQ)], capture_output=True, text=True, timeout=900)
+    # One build at a time, also across pytest-xdist workers.
+    with open(Path(tempfile.gettempdir()) / "pypm-coq-build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        done = subprocess.run(["make", "-C", str(COQ)], capture_output=True, text=True, timeout=900)
     if done.returncode != 0:
         pytest.fail(f"make -C coq failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
     return COQ
