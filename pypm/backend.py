@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import sys
+import types
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -233,3 +235,16 @@ def inductor_pass(rules: Sequence[Rule] | None = None) -> InductorPass:
 
 __all__ = ["Backend", "InductorPass", "TOLERANCES", "backend", "compare_outputs", "default_backend",
            "inductor_pass", "pypm_backend", "standard_rules"]
+
+
+class _CallableModule(types.ModuleType):
+    """``pypm.backend`` is both this module and the function :func:`backend`: once the module is
+    imported, ``import pypm.backend`` makes the attribute ``pypm.backend`` the module, so the
+    module itself must be callable for ``pypm.backend(rules=...)`` to keep working."""
+
+    def __call__(self, rules: Sequence[Rule] | None = None, *, inner: str | InnerCompiler = "inductor",
+                 verify: bool = False) -> Backend:
+        return backend(rules, inner=inner, verify=verify)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import types
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -310,3 +311,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 __all__ = ["DeepestFailure", "Explanation", "Failure", "RootExplanation", "describe", "explain",
            "explain_root", "main"]
+
+
+class _CallableModule(types.ModuleType):
+    """``pypm.explain`` is both this module and the function :func:`explain` (``import
+    pypm.explain`` rebinds the attribute to the module), so the module is callable too."""
+
+    def __call__(self, pattern: Any, graph: torch.fx.GraphModule | torch.fx.Graph,
+                 example_inputs: Sequence[Any] | None = None, *, node: str | None = None,
+                 **bound: Any) -> Explanation:
+        return explain(pattern, graph, example_inputs, node=node, **bound)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -14,6 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from pypm.rules.attention import Attention
 
+import pypm
 import pypm.backend
 from pypm.errors import RewriteError
 from pypm.rewrite import rule
@@ -131,3 +132,29 @@ def test_inductor_post_grad_pass_runs_rules():
         f = torch.compile(lambda x: torch.relu(x) * 2)
         f(torch.randn(4))
     assert len(p.reports) == 1  # the pass ran on the ATen-level graph
+
+
+def test_inductor_pass_rewrites_the_aten_graph():
+    from torch._inductor import config
+
+    mod = pypm.loads("def Twice(x):\n    return aten.mul(aten.mul(x, 2.0), 0.5)\n")
+
+    @rule(mod.Twice, name="mul-cancel")
+    def cancel(x):
+        return x
+
+    p = pypm.backend.inductor_pass([cancel])
+    torch._dynamo.reset()
+    x = torch.randn(8)
+    with config.patch(post_grad_custom_pre_pass=p):
+        y = torch.compile(lambda x: torch.relu(x) * 2.0 * 0.5 + 1)(x)
+    torch.testing.assert_close(y, torch.relu(x) + 1)
+    assert p.reports[0].counts() == {"mul-cancel": 1}
+
+
+def test_pypm_backend_and_explain_stay_callable_after_importing_their_modules():
+    import pypm.explain  # noqa: F401  (rebinds pypm.explain to the module)
+
+    assert isinstance(pypm.backend(inner="eager"), pypm.backend.Backend)
+    gm = torch.fx.symbolic_trace(lambda x: x.softmax(-1))
+    assert "no node has a root operator" in str(pypm.explain(Attention, gm))
