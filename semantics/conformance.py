@@ -94,6 +94,11 @@ def _terminates(interpret: Any) -> Callable[[Case], int | None]:
     return check
 
 
+def _accepted_terminates(case: Case, stats: Stats) -> None:
+    props.accepted_terminates(case)
+    stats.add(None, *case_size(case))
+
+
 def _accepts(program: Any, stats: Stats) -> None:
     props.accepted(program)
     from pypm.syntax import size
@@ -133,6 +138,7 @@ def property_table(interpret: Any = None) -> dict[str, tuple[Any, Callable[[Any,
         table["wf-accepts"] = (programs(), _accepts)
         table["wf-rejects"] = (ill_formed_programs(), _rejects)
         table["desugaring"] = (desugar_cases(), _desugar)
+        table["wf-terminates"] = (cases(loose=True), _accepted_terminates)
     return table
 
 
@@ -204,21 +210,36 @@ def _mutant_interpreter(name: str) -> Any:
     return interpreter(next(m for m in MUTANTS if m.name == name))
 
 
+def _all_case_properties(interpret: Any) -> Callable[[Case, Stats], None]:
+    """Soundness, completeness and termination on one case; the failure names the property."""
+    def check(case: Case, stats: Stats) -> None:
+        try:
+            found = props.soundness(case, interpret)
+        except props.PropertyFailure as e:
+            raise props.PropertyFailure(f"soundness: {e}") from e
+        try:
+            props.completeness(case, found=found)
+        except props.PropertyFailure as e:
+            raise props.PropertyFailure(f"completeness: {e}") from e
+        try:
+            props.terminates(case, interpret)
+        except props.PropertyFailure as e:
+            raise props.PropertyFailure(f"termination: {e}") from e
+        stats.add(len(found), *case_size(case))
+    return check
+
+
 def _kill(name: str, examples: int, seed: int | None, queue: Any = None,
           derandomize: bool = False) -> Stats:
-    """Run the case properties against one mutant until one fails (the mutant is killed)."""
-    table = property_table(_mutant_interpreter(name))
-    total = Stats()
-    for prop_name, (strategy, check) in table.items():
-        stats = run_property(prop_name, strategy, check, examples, seed,
-                             tick=(lambda: queue.put(1)) if queue is not None else None,
-                             derandomize=derandomize)
-        total.merge(stats)
-        total.seconds += stats.seconds
-        if stats.failure:
-            total.failure = stats.failure
-            break
-    return total
+    """Run the case properties against one mutant; ``failure`` is set when one of them fails
+    (the mutant is killed), and starts with the name of that property."""
+    check = _all_case_properties(_mutant_interpreter(name))
+    stats = run_property(name, cases(), check, examples, seed,
+                         tick=(lambda: queue.put(1)) if queue is not None else None,
+                         derandomize=derandomize)
+    if stats.failure:
+        stats.failure = stats.failure.split("PropertyFailure: ", 1)[-1]
+    return stats
 
 
 def kill(name: str, examples: int = 300, seed: int | None = 0, derandomize: bool = True) -> Stats:
@@ -250,7 +271,7 @@ class _Progress:
 def _run_parallel(name: str, examples: int, seed: int, jobs: int, mutant: bool,
                   progress: bool) -> Stats:
     per_job = [examples // jobs + (1 if j < examples % jobs else 0) for j in range(jobs)]
-    bar = _Progress(examples * 3 if mutant else examples, name, progress)
+    bar = _Progress(examples, name, progress)
     total = Stats()
     if jobs == 1:
         queue_obj = _LocalQueue(bar)
@@ -324,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'mutant':<34} {'killed by':<14} {'cases':>6}  description")
         for m in MUTANTS:
             s = _run_parallel(m.name, args.examples, args.seed, 1, True, progress)
-            by = s.failure.split()[1] if s.failure else "-"
+            by = s.failure.split(":", 1)[0] if s.failure else "-"
             killed += s.failure is not None
             print(f"{m.name:<34} {by if s.failure else 'SURVIVED':<14} {s.cases:>6}  {m.description}")
         print(f"\n{killed}/{len(names)} mutants killed in {time.perf_counter() - started:.1f}s")

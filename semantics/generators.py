@@ -86,7 +86,7 @@ class Case:
 def _guard(draw: Callable[..., Any], bound: list[str], ops: set[str], depth: int = 0) -> GExpr:
     """True | False | a == b | a != b | not g | g and g | g or g; atoms bound variables or
     literals (operator names for operator variables)."""
-    kind = draw(st.integers(0, 6 if depth < 2 else 2))
+    kind = draw(st.sampled_from((0, 1, 2, 3, 5, 6, 6) if depth < 2 else (0, 1, 2)))
     if kind == 0 or not bound:
         return GConst(draw(st.booleans()))
     if kind in (1, 2):
@@ -98,7 +98,7 @@ def _guard(draw: Callable[..., Any], bound: list[str], ops: set[str], depth: int
         else:
             b = GConst(draw(st.sampled_from(LITERALS)))
         return GCompare(GName(a), (("==" if kind == 1 else "!=", b),))
-    if kind in (3, 4):
+    if kind == 3:
         return GUnary("not", _guard(draw, bound, ops, depth + 1))
     return GBinary("and" if kind == 5 else "or", _guard(draw, bound, ops, depth + 1),
                    _guard(draw, bound, ops, depth + 1))
@@ -120,6 +120,7 @@ class _Scope:
     binds: dict[str, frozenset[int]]            # parameter positions each generated one binds
     order: dict[str, int]                       # definition index
     fresh: list[int] = field(default_factory=lambda: [0])
+    loose: bool = False                         # count `;` from where it stands (see programs)
 
     def new_local(self) -> str:
         self.fresh[0] += 1
@@ -158,13 +159,17 @@ def _occurs_depth(x: str, p: Pattern, d: int) -> int | None:
 # Constructors by number: 0 _, 1 x, 2 literal, 3 leaf operator or ⊥, 4 f(p̄), 5 x(p̄), 6 |, 7 ∃,
 # 8 call, 9 guard, 10 `;`. Leaves first (hypothesis shrinks towards them); compound patterns
 # repeated so that they are drawn more often than leaves while the budget lasts.
-_KINDS = (0, 1, 2, 3, 1, 1, 4, 4, 4, 5, 5, 6, 6, 6, 7, 7, 8, 8, 9, 10, 10)
+_KINDS = (0, 1, 2, 3, 1, 1, 4, 4, 4, 5, 5, 6, 6, 6, 6, 7, 7, 8, 8, 9, 9, 10, 10)
+_LEAF_KINDS = (0, 1, 2, 3, 1, 1)
+_ROOT_KINDS = (4, 6, 10, 1, 7, 9, 8, 4, 6)  # a definition's body: mostly compound
 
 
 def _pattern(draw: Callable[..., Any], sc: _Scope, bound: Bound, depth: int,
-             budget: int) -> tuple[Pattern, Bound]:
-    """A pattern well-formed under ``bound``, and the variables bound after it."""
-    kind = draw(st.sampled_from(_KINDS if budget > 0 else _KINDS[:4]))
+             budget: int, kind: int | None = None) -> tuple[Pattern, Bound]:
+    """A pattern well-formed under ``bound``, and the variables bound after it (``kind``
+    forces the constructor at the root)."""
+    if kind is None:
+        kind = draw(st.sampled_from(_KINDS if budget > 0 else _LEAF_KINDS))
     if kind == 0:
         return Wild(), bound
     if kind == 1:
@@ -182,7 +187,7 @@ def _pattern(draw: Callable[..., Any], sc: _Scope, bound: Bound, depth: int,
         n = draw(st.integers(0, 3))
         out = bound
         head: str | None = None
-        if kind == 5 and sc.ops:
+        if sc.ops and (kind == 5 or draw(st.integers(0, 2)) == 0):
             head = draw(st.sampled_from(sorted(sc.ops)))
             out = {**out, head: min(depth, out.get(head, depth))}
         args = []
@@ -202,7 +207,7 @@ def _pattern(draw: Callable[..., Any], sc: _Scope, bound: Bound, depth: int,
         is_op = not shadow and draw(st.integers(0, 4)) == 0
         values = sc.values if is_op or x in sc.values else [*sc.values, x]
         inner = _Scope(sc.index, values, sc.ops | ({x} if is_op else set()), sc.sigs, sc.binds, sc.order,
-                       sc.fresh)
+                       sc.fresh, sc.loose)
         body, out = _pattern(draw, inner, {k: d for k, d in bound.items() if k != x}, depth, budget - 1)
         if x not in free_vars(body):
             use: Pattern = OpVar(x, ()) if is_op else Var(x)
@@ -216,17 +221,35 @@ def _pattern(draw: Callable[..., Any], sc: _Scope, bound: Bound, depth: int,
         return _call(draw, sc, bound, depth)
     if kind == 9:  # p ? g
         body, out = _pattern(draw, sc, bound, depth, budget - 1)
-        return Guard(body, _guard(draw, sorted(out), sc.ops)), out
+        new = sorted(out.keys() - bound.keys())  # mostly read what the body itself binds
+        atoms = new if new and draw(st.integers(0, 3)) else sorted(out)
+        return Guard(body, _guard(draw, atoms, sc.ops)), out
     # p ; x ≍ q
+    if sc.loose and depth > 0 and bound and draw(st.booleans()):
+        # `_ ; x ≍ q` under an operator, x bound further up: q is matched against σ(x), which
+        # may be the root again, whatever the operators above the `;`.
+        x = draw(st.sampled_from(sorted(bound)))
+        if x not in sc.ops:
+            q, out2 = _pattern(draw, sc, bound, depth, budget // 2, kind=draw(st.sampled_from((8, 4))))
+            return Then(Wild(), x, q), out2
     body, out = _pattern(draw, sc, bound, depth, budget // 2)
     candidates = sorted(x for x in out if x not in sc.ops)
+    new = [x for x in candidates if x not in bound]
+    old = [x for x in candidates if x in bound]
+    if sc.loose and old and draw(st.booleans()):  # where the checker's count and the truth differ
+        candidates = old
+    elif new and draw(st.integers(0, 3)):  # mostly continue from what the body itself binds
+        candidates = new
     if not candidates:
         return body, out
     x = draw(st.sampled_from(candidates))
     seen = _occurs_depth(x, body, depth)
-    qdepth = out[x] if seen is None else min(out[x], seen)
-    if seen is None:
-        qdepth = min(qdepth, depth)
+    if sc.loose:  # operators above an occurrence in the body, else above the `;` (may loop)
+        qdepth = depth if seen is None else seen
+    else:  # what is really consumed (the binding's depth), never more than the checker counts
+        qdepth = out[x] if seen is None else min(out[x], seen)
+        if seen is None:
+            qdepth = min(qdepth, depth)
     q, out2 = _pattern(draw, sc, out, qdepth, budget // 2)
     return Then(body, x, q), out2
 
@@ -239,7 +262,10 @@ def _call(draw: Callable[..., Any], sc: _Scope, bound: Bound, depth: int) -> tup
         return Wild(), bound
     name = draw(st.sampled_from(sorted(names)))
     d = sc.sigs[name]
-    args = tuple(draw(st.sampled_from(sorted(sc.ops) if y in d.op_params else sc.values)) for y in d.params)
+    same = draw(st.integers(0, 2)) == 0  # P(x, x): the callee's parameters must then agree
+    first = draw(st.sampled_from(sc.values))
+    args = tuple(draw(st.sampled_from(sorted(sc.ops))) if y in d.op_params else
+                 first if same else draw(st.sampled_from(sc.values)) for y in d.params)
     out = dict(bound)
     for i, x in enumerate(args):
         if i in sc.binds.get(name, frozenset()):
@@ -277,8 +303,13 @@ def _binds_params(d: Definition, binds: dict[str, frozenset[int]]) -> frozenset[
 
 
 @st.composite
-def programs(draw: Callable[..., Any], max_defs: int = 3, budget: int = 10) -> Program:
-    """A well-formed program: definitions P, Q, ... and ``Main`` (the query), as core ASTs."""
+def programs(draw: Callable[..., Any], max_defs: int = 3, budget: int = 10, loose: bool = False) -> Program:
+    """A well-formed program: definitions P, Q, ... and ``Main`` (the query), as core ASTs.
+
+    With ``loose``, a call inside q of ``p ; x ≍ q`` counts as guarded by the operators above
+    the ``;`` (or above an occurrence of x in p) rather than by those really consumed above x's
+    binding, so some programs recurse forever: the checker must reject those ("every program
+    the checker accepts terminates"; an earlier check.py accepted them)."""
     n = draw(st.integers(1, max_defs))
     sigs: dict[str, Definition] = {}
     for i in range(n):
@@ -296,8 +327,10 @@ def programs(draw: Callable[..., Any], max_defs: int = 3, budget: int = 10) -> P
     for name in reversed(list(sigs)):  # later definitions first: unguarded calls go to them
         s = sigs[name]
         sc = _Scope(order[name], [y for y in s.params if y not in s.op_params], set(s.op_params),
-                    sigs, binds, order, fresh)
-        body, _ = _pattern(draw, sc, {}, 0, budget)
+                    sigs, binds, order, fresh, loose)
+        # A definition with an operator parameter mostly starts with it, to have it used.
+        root = 5 if s.op_params and draw(st.booleans()) else draw(st.sampled_from(_ROOT_KINDS))
+        body, _ = _pattern(draw, sc, {}, 0, budget, root)
         d = Definition(name, s.params, body, s.op_params)
         binds[name] = _binds_params(d, binds)
         program[name] = d
@@ -307,11 +340,10 @@ def programs(draw: Callable[..., Any], max_defs: int = 3, budget: int = 10) -> P
     if draw(st.booleans()):
         params.append(OP_PARAMS[1])
         ops = frozenset({OP_PARAMS[1]})
-    sc = _Scope(-1, [y for y in params if y not in ops], set(ops), sigs, binds, order, fresh)
-    if draw(st.booleans()):  # most often the query is a call, as a rule's pattern is
-        body, _ = _call(draw, sc, {}, 0)
-    else:
-        body, _ = _pattern(draw, sc, {}, 0, budget)
+    sc = _Scope(-1, [y for y in params if y not in ops], set(ops), sigs, binds, order, fresh, loose)
+    # The query is most often a call, as a rule's pattern is; never a bare leaf.
+    root = 5 if ops and draw(st.integers(0, 2)) == 0 else draw(st.sampled_from((8, *_ROOT_KINDS)))
+    body, _ = _pattern(draw, sc, {}, 0, budget, root)
     program[MAIN] = Definition(MAIN, tuple(params), body, ops)
     return dict(sorted(program.items(), key=lambda kv: (kv[0] != MAIN, kv[0])))
 
@@ -464,10 +496,10 @@ def _subvalues(v: Any) -> list[Any]:
 
 
 @st.composite
-def cases(draw: Callable[..., Any], max_defs: int = 3, budget: int = 10) -> Case:
+def cases(draw: Callable[..., Any], max_defs: int = 3, budget: int = 10, loose: bool = False) -> Case:
     """A program, a term (about half built from the query so that it matches) and an initial σ
     (usually empty; sometimes binding a parameter to a subterm or operator name)."""
-    program = draw(programs(max_defs=max_defs, budget=budget))
+    program = draw(programs(max_defs=max_defs, budget=budget, loose=loose))
     main = program[MAIN]
     how = draw(st.integers(0, 9))  # 0-4 built from the query, 5-7 built then perturbed, 8-9 random
     positive = how < 5
@@ -527,8 +559,10 @@ def ill_formed_programs(draw: Callable[..., Any]) -> tuple[Program, str]:
         x = draw(st.sampled_from(value_params))
         if draw(st.booleans()):
             bad = Guard(Wild(), GCompare(GName(x), (("==", GConst(1)),)))
-        else:  # x occurs before the `;`, on one branch only
+        elif draw(st.booleans()):  # x occurs before the `;`, on one branch only
             bad = Then(Alt(Var(x), Wild()), x, Wild())
+        else:  # x does not occur before the `;` at all
+            bad = Then(Wild(), x, Wild())
         bad = Alt(bad, body) if draw(st.booleans()) else Op("f", (bad, body))
     elif kind == "LeftRecursionError":
         program["Loop"] = Definition("Loop", ("x",), Alt(Op("f", (Var("x"),)), Call("Loop", ("x",))))

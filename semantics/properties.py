@@ -79,10 +79,11 @@ class _DepthInterpreter(Interpreter):
     """The interpreter, counting how deep its active recursion goes (suspended generators
     excluded), which is the fuel the Coq interpreter would need."""
 
-    def __init__(self, program: Program):
+    def __init__(self, program: Program, limit: int):
         super().__init__(program)
         self.depth = 0
         self.deepest = 0
+        self.limit = limit
 
     def run(self, p: Pattern, v: Any,
             sigma: dict[str, Any]) -> Iterator[tuple[dict[str, Any], tuple[Any, ...]]]:
@@ -90,6 +91,9 @@ class _DepthInterpreter(Interpreter):
         while True:
             self.depth += 1
             self.deepest = max(self.deepest, self.depth)
+            if self.depth > self.limit:
+                raise PropertyFailure(f"recursion depth exceeds the fuel bound {self.limit} of §6 "
+                                      "(the interpreter would not terminate or needs more fuel)")
             try:
                 item = next(gen)
             except StopIteration:
@@ -112,16 +116,24 @@ def terminates(case: Case, interpret: Interpret | None = None) -> int:
         if interpret is not None:
             results(case, interpret)
             return 0
-        interp = _DepthInterpreter(case.program)
+        interp = _DepthInterpreter(case.program, fuel_bound(case))
         for _ in interp.run(case.pattern, case.value, dict(case.sigma)):
             pass
     except RecursionError as e:
-        raise PropertyFailure("the interpreter does not terminate (RecursionError) on a program "
-                              "the generator built guarded") from e
-    bound = fuel_bound(case)
-    if interp.deepest > bound:
-        raise PropertyFailure(f"recursion depth {interp.deepest} exceeds the fuel bound {bound} of §6")
+        raise PropertyFailure("the interpreter does not terminate (RecursionError) on a guarded "
+                              "program") from e
     return interp.deepest
+
+
+def accepted_terminates(case: Case) -> bool:
+    """If the checker accepts the program, the interpreter terminates on it within the fuel
+    bound (for programs drawn with ``loose=True``). Returns whether the checker accepted it."""
+    from pypm.check import check_program
+
+    if check_program(case.program):
+        return False
+    terminates(case)
+    return True
 
 
 def accepted(program: Program) -> None:
@@ -153,5 +165,5 @@ def declarative_terminates(case: Case) -> None:
         raise PropertyFailure(str(e)) from e
 
 
-__all__ = ["PropertyFailure", "accepted", "completeness", "declarative_terminates", "fuel_bound",
-           "rejected", "results", "show_subst", "soundness", "terminates"]
+__all__ = ["PropertyFailure", "accepted", "accepted_terminates", "completeness", "declarative_terminates",
+           "fuel_bound", "rejected", "results", "show_subst", "soundness", "terminates"]

@@ -50,6 +50,12 @@ def test_guarded_programs_terminate_within_the_fuel_bound(case: Case):
 
 
 @ci
+@given(cases(loose=True))
+def test_every_program_the_checker_accepts_terminates(case: Case):
+    props.accepted_terminates(case)
+
+
+@ci
 @given(programs())
 def test_checker_accepts_every_generated_program(program):
     props.accepted(program)
@@ -86,4 +92,4 @@ def test_two_hundred_random_cases_include_non_trivial_matches():
     assert counts[0] >= 20, counts                    # negatives exist
     assert counts[1] + counts[2] + counts[3] >= 100, counts   # most cases match
     assert counts[2] + counts[3] >= 10, counts         # some match several ways
-    assert sum(1 for b in binding if b) >= 50         # and matches bind variables
+    assert sum(1 for b in binding if b) >= 25         # and matches bind variables
