@@ -277,7 +277,7 @@ Proof.
 Qed.
 
 (** Ranks by iteration: one more than the largest rank of a callee at depth 0,
-    as a table by name recomputed [length D + 1] times. *)
+    as a table by name recomputed [rank_rounds] times. *)
 Definition rank_step (t : list (string * nat)) (body : pat) : nat :=
   fold_right (fun (c : nat * string) (n : nat) =>
                 match fst c with 0 => max (S (tbl_get 0 t (snd c))) n | S _ => n end)
@@ -289,11 +289,9 @@ Fixpoint rank_table (k : nat) : list (string * nat) :=
   | S k => let t := rank_table k in map (fun b => (fst b, rank_step t (def_body (snd b)))) D
   end.
 
-(** Ranks only grow and stay below [length D + 1], so this many rounds reach
-    the fixed point (see [check_guarded_complete]). *)
+(** Ranks only grow and stay at most [length D + 1] on a guarded program, so
+    this many rounds reach the fixed point (see [check_guarded_wf]). *)
 Definition rank_rounds : nat := S (length D * S (length D)).
-
-Definition infer_ranks : string -> nat := tbl_get 0 (rank_table rank_rounds).
 
 (** Well-formed patterns: the variables §5 says are bound have a depth. *)
 Lemma dafter_dom : forall B p B', wf D bnd B p B' ->
