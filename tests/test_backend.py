@@ -153,7 +153,7 @@ def test_inductor_pass_rewrites_the_aten_graph():
 
 
 def test_pypm_backend_and_explain_stay_callable_after_importing_their_modules():
-    import pypm.explain  # noqa: F401  (rebinds pypm.explain to the module)
+    import pypm.explain  # rebinds pypm.explain to the module
 
     assert isinstance(pypm.backend(inner="eager"), pypm.backend.Backend)
     gm = torch.fx.symbolic_trace(lambda x: x.softmax(-1))
