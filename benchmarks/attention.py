@@ -231,6 +231,16 @@ def run_check() -> bool:
     return ok
 
 
+def run_overhead() -> None:
+    """Host overhead: a problem so small that the GPU work is negligible (median ms per call)."""
+    q, k, v = (torch.randn(1, 1, 128, 64, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+               for _ in range(3))
+    g = torch.randn_like(q)
+    for name in ("pypm", "sdpa_flash"):
+        t_f, t_fb = measure(name, methods()[name], q, k, v, g, False, 1.0)[2:]
+        print(f"overhead {name}: fwd {t_f * 1e3:.0f} us, fwd+bwd {t_fb * 1e3:.0f} us", flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--check", action="store_true")
@@ -238,10 +248,13 @@ def main():
     ap.add_argument("--quick", action="store_true", help="fewer shapes")
     ap.add_argument("--out", default=os.environ.get("OUT"))
     ap.add_argument("--only", nargs="*", help="methods to time (default: all)")
+    ap.add_argument("--overhead", action="store_true", help="host overhead at a tiny shape")
     args = ap.parse_args()
     import triton
     print(f"GPU {torch.cuda.get_device_name()} torch {torch.__version__} triton {triton.__version__}",
           flush=True)
+    if args.overhead:
+        run_overhead()
     if args.check and not run_check():
         print("CHECK FAILED", flush=True)
     if not args.no_bench:

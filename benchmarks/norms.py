@@ -112,15 +112,43 @@ def run_bench(out_dir: str | None) -> None:
             json.dump({"copy_gbps": bw, "rows": rows_out}, fh, indent=1)
 
 
+def run_sweep() -> None:
+    """Time the norm backward alone under each BackwardTuning setting (GB/s: x, dy read, dx written)."""
+    import itertools
+
+    norms = sys.modules["pypm.kernels.norms"]
+    tuning = norms.BackwardTuning
+    print("| op | row | tile elems | stages | programs/SM | bwd GB/s |\n|---|---|---|---|---|---|")
+    for n in (1024, 4096, 16384):
+        x = torch.randn(ELEMENTS // n, n, device="cuda", dtype=torch.bfloat16)
+        g = torch.randn_like(x)
+        w = torch.randn(n, device="cuda", dtype=torch.bfloat16)
+        b = torch.randn(n, device="cuda", dtype=torch.bfloat16)
+        for op, center in (("rms_norm", False), ("layer_norm", True)):
+            if center:
+                _, mean, rstd = torch.ops.pypm.layer_norm(x, [n], w, b, 1e-5)
+            else:
+                _, mean, rstd = torch.ops.pypm.rms_norm(x, [n], w, 1e-6)
+            for tile, stages, per_sm in itertools.product((1024, 4096, 8192), (1, 3), (2, 8, 16)):
+                tuning.tile_elements, tuning.num_stages, tuning.programs_per_sm = tile, stages, per_sm
+                t = time_ms(lambda center=center, mean=mean, rstd=rstd: torch.ops.pypm.norm_backward(
+                    g, x, w, mean, rstd, [n], center, center))
+                print(f"| {op} | {n} | {tile} | {stages} | {per_sm} | {3 * x.numel() * 2 / t / 1e6:.0f} |",
+                      flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--no-check", action="store_true")
     ap.add_argument("--no-bench", action="store_true")
+    ap.add_argument("--sweep", action="store_true", help="time the backward's tuning knobs")
     ap.add_argument("--out", default=os.environ.get("OUT"))
     args = ap.parse_args()
     import triton
     print(f"GPU {torch.cuda.get_device_name()} torch {torch.__version__} triton {triton.__version__}",
           flush=True)
+    if args.sweep:
+        run_sweep()
     if not args.no_check and not run_check():
         print("CHECK FAILED", flush=True)
     if not args.no_bench:

@@ -86,64 +86,82 @@ def norm_fwd_kernel(X, W, B, Y, MEAN, RSTD, N, stride_x, stride_y, eps,
 
 
 @triton.jit
-def _grad_terms(x_row, dy_row, W, idx, N, mean, rstd, HAS_W: tl.constexpr):
-    """xhat and w·dy of a chunk (0 past the row's end)."""
-    xhat = tl.where(idx < N, (_load_f32(x_row, idx, N) - mean) * rstd, 0.0)
-    dy = _load_f32(dy_row, idx, N)
-    wdy = dy * _load_f32(W, idx, N) if HAS_W else dy
+def _grad_terms(x_ptrs, dy_ptrs, w, ok, mean, rstd, HAS_W: tl.constexpr):
+    """xhat, dy and w·dy of a tile (0 outside ``ok``); ``w``/``mean``/``rstd`` broadcast."""
+    x = tl.load(x_ptrs, mask=ok, other=0.0).to(tl.float32)
+    dy = tl.load(dy_ptrs, mask=ok, other=0.0).to(tl.float32)
+    xhat = tl.where(ok, (x - mean) * rstd, 0.0)
+    wdy = dy * w if HAS_W else dy
     return xhat, dy, wdy
+
+
+@triton.jit
+def _add_partial(ptrs, value, ok):
+    """Long rows: this program owns its partial row, so read-modify-write needs no atomics."""
+    tl.store(ptrs, tl.load(ptrs, mask=ok, other=0.0) + value, mask=ok)
 
 
 @triton.jit
 def norm_bwd_kernel(X, W, DY, DX, MEAN, RSTD, DW_PART, DB_PART, n_rows, N,
                     stride_x, stride_dy, stride_dx,
-                    BLOCK_N: tl.constexpr, NUM_CHUNKS: tl.constexpr, CENTER: tl.constexpr,
-                    HAS_W: tl.constexpr, HAS_B: tl.constexpr):
+                    BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr, NUM_CHUNKS: tl.constexpr,
+                    CENTER: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr):
     """dx = rstd · (w·dy − xhat·mean(w·dy·xhat) − mean(w·dy)) (the last term only with
-    ``CENTER``); partial Σ dy·xhat and Σ dy of this program's rows into DW_PART/DB_PART."""
+    ``CENTER``); partial Σ dy·xhat and Σ dy of this program's rows into DW_PART/DB_PART.
+
+    Each step takes a tile of BLOCK_R rows (several short rows at once keep enough loads in
+    flight); rows longer than one tile (``NUM_CHUNKS > 1``, BLOCK_R = 1) are streamed twice.
+    """
     tl.static_assert(BLOCK_N % 16 == 0)
+    tl.static_assert(NUM_CHUNKS == 1 or BLOCK_R == 1)
     pid = tl.program_id(0)
-    cols = tl.arange(0, BLOCK_N)
+    programs = tl.num_programs(0)
+    cols = tl.arange(0, BLOCK_N)[None, :]
+    part = pid.to(tl.int64) * N
+    w = tl.load(W + cols, mask=cols < N, other=0.0).to(tl.float32) if HAS_W and NUM_CHUNKS == 1 else 1.0
     dw_acc = tl.zeros([BLOCK_N], tl.float32)
     db_acc = tl.zeros([BLOCK_N], tl.float32)
-    programs = tl.num_programs(0)
-    part = pid.to(tl.int64) * N
-    for i in range(0, tl.cdiv(n_rows - pid, programs)):
-        row64 = pid.to(tl.int64) + i * programs.to(tl.int64)  # rows pid, pid + programs, ...
-        x_row = X + row64 * stride_x
-        dy_row = DY + row64 * stride_dy
-        dx_row = DX + row64 * stride_dx
-        mean = tl.load(MEAN + row64)
-        rstd = tl.load(RSTD + row64)
+    for i in range(0, tl.cdiv(tl.cdiv(n_rows, BLOCK_R) - pid, programs)):
+        # row tiles pid, pid + programs, ...
+        rows = (pid + i * programs).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)[:, None]
+        row_ok = rows < n_rows
+        mean = tl.load(MEAN + rows, mask=row_ok, other=0.0)
+        rstd = tl.load(RSTD + rows, mask=row_ok, other=0.0)
+        x_ptrs = X + rows * stride_x
+        dy_ptrs = DY + rows * stride_dy
+        dx_ptrs = DX + rows * stride_dx
         if NUM_CHUNKS == 1:
-            xhat, dy, wdy = _grad_terms(x_row, dy_row, W, cols, N, mean, rstd, HAS_W)
-            c1 = tl.sum(xhat * wdy, 0) / N
-            c2 = tl.sum(wdy, 0) / N if CENTER else 0.0
-            tl.store(dx_row + cols, ((wdy - xhat * c1 - c2) * rstd).to(DX.dtype.element_ty), mask=cols < N)
-            dw_acc += dy * xhat
-            db_acc += dy
+            ok = row_ok & (cols < N)
+            xhat, dy, wdy = _grad_terms(x_ptrs + cols, dy_ptrs + cols, w, ok, mean, rstd, HAS_W)
+            c1 = tl.sum(xhat * wdy, 1)[:, None] / N
+            c2 = tl.sum(wdy, 1)[:, None] / N if CENTER else 0.0
+            tl.store(dx_ptrs + cols, ((wdy - xhat * c1 - c2) * rstd).to(DX.dtype.element_ty), mask=ok)
+            dw_acc += tl.sum(dy * xhat, 0)
+            db_acc += tl.sum(dy, 0)
         else:
-            c1 = tl.sum(tl.zeros([BLOCK_N], tl.float32), 0)
-            c2 = tl.sum(tl.zeros([BLOCK_N], tl.float32), 0)
+            c1 = tl.zeros([BLOCK_R, 1], tl.float32)
+            c2 = tl.zeros([BLOCK_R, 1], tl.float32)
             for c in range(NUM_CHUNKS):
-                xhat, dy, wdy = _grad_terms(x_row, dy_row, W, c * BLOCK_N + cols, N, mean, rstd, HAS_W)
-                c1 += tl.sum(xhat * wdy, 0)
-                c2 += tl.sum(wdy, 0)
+                idx = c * BLOCK_N + cols
+                ok = row_ok & (idx < N)
+                wc = tl.load(W + idx, mask=idx < N, other=0.0).to(tl.float32) if HAS_W else 1.0
+                xhat, dy, wdy = _grad_terms(x_ptrs + idx, dy_ptrs + idx, wc, ok, mean, rstd, HAS_W)
+                c1 += tl.sum(xhat * wdy, 1)[:, None]
+                c2 += tl.sum(wdy, 1)[:, None]
             c1 = c1 / N
             c2 = c2 / N if CENTER else 0.0
             for c in range(NUM_CHUNKS):
                 idx = c * BLOCK_N + cols
-                xhat, dy, wdy = _grad_terms(x_row, dy_row, W, idx, N, mean, rstd, HAS_W)
-                tl.store(dx_row + idx, ((wdy - xhat * c1 - c2) * rstd).to(DX.dtype.element_ty), mask=idx < N)
-                # long rows: this program owns its partial row, so read-modify-write is safe
+                ok = row_ok & (idx < N)
+                wc = tl.load(W + idx, mask=idx < N, other=0.0).to(tl.float32) if HAS_W else 1.0
+                xhat, dy, wdy = _grad_terms(x_ptrs + idx, dy_ptrs + idx, wc, ok, mean, rstd, HAS_W)
+                tl.store(dx_ptrs + idx, ((wdy - xhat * c1 - c2) * rstd).to(DX.dtype.element_ty), mask=ok)
                 if HAS_W:
-                    tl.store(DW_PART + part + idx, tl.load(DW_PART + part + idx, mask=idx < N) + dy * xhat,
-                             mask=idx < N)
+                    _add_partial(DW_PART + part + idx, dy * xhat, idx < N)
                 if HAS_B:
-                    tl.store(DB_PART + part + idx, tl.load(DB_PART + part + idx, mask=idx < N) + dy,
-                             mask=idx < N)
+                    _add_partial(DB_PART + part + idx, dy, idx < N)
     if NUM_CHUNKS == 1:
         if HAS_W:
-            tl.store(DW_PART + part + cols, dw_acc, mask=cols < N)
+            tl.store(DW_PART + part + tl.arange(0, BLOCK_N), dw_acc, mask=tl.arange(0, BLOCK_N) < N)
         if HAS_B:
-            tl.store(DB_PART + part + cols, db_acc, mask=cols < N)
+            tl.store(DB_PART + part + tl.arange(0, BLOCK_N), db_acc, mask=tl.arange(0, BLOCK_N) < N)

@@ -86,10 +86,28 @@ def _layer_norm_op(x: torch.Tensor, normalized_shape: list[int], weight: torch.T
 PARTIAL_ELEMENTS = 1 << 22  # cap on programs × n of the fp32 partial sums (16 MB: stays in L2)
 
 
-def _backward_programs(rows: int, n: int, warps: int, sms: int) -> int:
-    """Programs of the backward: enough to fill every SM (64 warps each), few enough that the
-    per-program weight/bias partial sums stay small next to the tensors themselves."""
-    return max(1, min(rows, sms * max(1, 64 // warps), max(sms, PARTIAL_ELEMENTS // n)))
+class BackwardTuning:
+    """Knobs of the norm backward (``benchmarks/norms.py --sweep`` measures them): elements per
+    row tile (short rows are processed several at a time), software-pipelining stages, and
+    programs per SM."""
+
+    tile_elements = 4096
+    num_stages = 1
+    programs_per_sm = 8
+
+
+def _backward_plan(n: int) -> dict[str, int]:
+    # x, dy, w and the two gradient sums per thread: rows up to 8k stay in registers
+    plan = row_plan(n, 8192, 16)
+    block_r = max(1, BackwardTuning.tile_elements // plan["BLOCK_N"]) if plan["NUM_CHUNKS"] == 1 else 1
+    plan["num_warps"] = min(32, max(4, block_r * plan["BLOCK_N"] // 512))
+    return {**plan, "BLOCK_R": block_r, "num_stages": BackwardTuning.num_stages}
+
+
+def _backward_programs(tiles: int, n: int, sms: int) -> int:
+    """Programs of the backward: enough to fill every SM, few enough that the per-program
+    weight/bias partial sums stay small next to the tensors themselves."""
+    return max(1, min(tiles, sms * BackwardTuning.programs_per_sm, max(sms, PARTIAL_ELEMENTS // n)))
 
 
 def _norm_backward_op(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor | None, mean: torch.Tensor,
@@ -104,9 +122,8 @@ def _norm_backward_op(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor 
     has_w = weight is not None
     if use_triton(x):
         from . import _norm_kernels as K
-        # x, dy, w and the two gradient sums per thread: rows up to 8k stay in registers
-        plan = row_plan(n, 8192, 16)
-        programs = _backward_programs(rows, n, plan["num_warps"], sms_for(x))
+        plan = _backward_plan(n)
+        programs = _backward_programs(-(-rows // plan["BLOCK_R"]), n, sms_for(x))
         parts = torch.zeros((programs if has_w or has_bias else 0, n), dtype=torch.float32, device=x.device)
         dw_part = parts if has_w else x2
         db_part = torch.zeros_like(parts) if has_bias else x2
