@@ -43,3 +43,10 @@ def test_then_on_an_unbound_parameter_is_an_unbound_error():
     program = parse_module("def Main(x):\n    return f(then(_, x, _), _)\n").definitions
     errors = check_program(program)
     assert [type(e) for e in errors] == [UnboundError], [e.message for e in errors]
+
+
+def test_recursion_through_then_on_a_local_bound_at_the_root_is_rejected():
+    # found by the Coq checker (coq/Totality.v): x is bound at the root, so the inner `;` matches
+    # the root again and P() recurses on the same value.
+    program = parse_module("def P():\n    return exists(x, then(x, x, f(then(_, x, P()))))\n").definitions
+    assert [type(e) for e in check_program(program)] == [LeftRecursionError]
