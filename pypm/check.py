@@ -129,6 +129,9 @@ class _Checker:
 
     def definition(self, d: Definition) -> None:
         self.d = d
+        for i, y in enumerate(d.params):
+            if y in d.params[:i]:
+                self.error(ScopeError, f"parameter `{y}` is declared twice", d)
         scope = frozenset(d.params)
         self.scope(d.body, scope)
         self.bound(d.body, frozenset())

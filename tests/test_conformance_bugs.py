@@ -50,3 +50,13 @@ def test_recursion_through_then_on_a_local_bound_at_the_root_is_rejected():
     # the root again and P() recurses on the same value.
     program = parse_module("def P():\n    return exists(x, then(x, x, f(then(_, x, P()))))\n").definitions
     assert [type(e) for e in check_program(program)] == [LeftRecursionError]
+
+
+def test_core_definition_with_a_repeated_parameter_is_rejected():
+    # completeness (coq/InterpProof.v) needs distinct parameters; the parser already refuses
+    # `def P(x, x)`, and the checker refuses core programs built without the parser.
+    from pypm.errors import ScopeError
+    from pypm.syntax import Definition, Var
+
+    program = {"P": Definition("P", ("x", "x"), Var("x"))}
+    assert [type(e) for e in check_program(program)] == [ScopeError]
