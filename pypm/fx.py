@@ -868,16 +868,22 @@ def match_graph(pattern: Any, graph: torch.fx.Graph | torch.fx.GraphModule, **bo
     program, definition = resolve(pattern)
     view = GraphView(graph)
     sigma = {k: view.value(v) for k, v in bound.items()}
-    interp = Interpreter(program)
+    from .fastmatch import Compiler, all_results
+
     call = call_of(definition)
+    matcher = Compiler(program).compile(call)
     out: list[Match] = []
     sk = skeleton(program, call)
     for node in view.candidates(root_ops(program, call)):
         t = view.term(node)
         if not fits(t, sk):
             continue
+        try:
+            results = all_results(matcher, t, dict(sigma))
+        except RecursionError:  # a very deep term: the generator interpreter has no such limit
+            results = list(Interpreter(program).run(call, t, dict(sigma)))
         seen: list[Match] = []
-        for s, region in interp.run(call, t, dict(sigma)):
+        for s, region in results:
             m = Match(s, region, t, definition.name)
             if m not in seen:  # alternatives can yield the same match twice (§4 allows it)
                 seen.append(m)

@@ -35,6 +35,7 @@ import torch
 import torch.fx
 
 from .errors import PypmError, RewriteError, Source, Span
+from .fastmatch import Compiler, Matcher
 from .fx import (
     CSE,
     FxTerm,
@@ -91,6 +92,11 @@ class Rule:
         return call_of(self.definition)
 
     @functools.cached_property
+    def matcher(self) -> Matcher:
+        """The rule's pattern compiled to closures (:mod:`pypm.fastmatch`)."""
+        return Compiler(self.program).compile(self.call)
+
+    @functools.cached_property
     def skeleton(self) -> Skeleton:
         """A necessary condition for a match, checked before the interpreter runs."""
         return skeleton(self.program, self.call)
@@ -106,7 +112,14 @@ def _fn_span(fn: Callable[..., Any]) -> Span | None:
         text = Path(file).read_text() if Path(file).is_file() else ""
     except (TypeError, OSError, AttributeError):
         return None
-    return Span(Source(file, text), line, 1)
+    lines = text.splitlines()
+    while line <= len(lines) and not lines[line - 1].lstrip().startswith(("def ", "async def ")):
+        line += 1  # past the decorators, to the `def` line
+    if line > len(lines):
+        line = fn.__code__.co_firstlineno
+    src = lines[line - 1] if line <= len(lines) else ""
+    col = len(src) - len(src.lstrip()) + 1
+    return Span(Source(file, text), line, col, line, len(src.rstrip()) + 1)
 
 
 def rule(pattern: Any, *, name: str | None = None, priority: int = 0) -> Callable[[Callable[..., Any]], Rule]:
@@ -478,44 +491,62 @@ class RewritePass:
         """Try one rule at one node: the first match that is safe, accepted and well-typed is
         committed. Every other match is recorded with its reason."""
         term = view.term(node)
-        matched = False
         if not fits(term, r.skeleton):
-            if self.misses and (r.name, node) not in state.missed:
-                state.missed.add((r.name, node))
-                state.misses.append((r, node))
+            self._missed(r, node, state)
             return False
-        for i, (sigma, region) in enumerate(Interpreter(r.program).run(r.call, term, {})):
-            matched = True
-            if i >= MAX_MATCHES_PER_ROOT:
-                break
-            m = Match(sigma, region, term, r.definition.name)
-            bindings = {k: _show_binding(v) for k, v in sigma.items() if k in r.definition.params}
-            reason = unsafe_reason(m, node, view.owner)
-            kind = "unsafe"
-            out = None
-            if reason is None:
-                marker = node.prev
-                out, reason = _run_body(r, m, node)
-                kind = "declined"
-                if out is not None:
-                    new = _new_nodes(marker, node)
-                    reason = _type_check(new, out, node)
-                    kind = "unsafe"
-                    if reason is not None:
-                        _remove(new)
-            if reason is None and out is not None:
-                report.rewrites.append(Rewrite(r.name, node.name, node_source(node), bindings, out.name))
-                state.dirty.update(new)
-                state.dirty.update(node.users)
-                _commit(out, node, m, view, state.erased)
-                return True
-            key = (r.name, node.name, reason or "")
-            if key not in state.seen:
-                state.seen.add(key)
-                report.skipped.append(Skip(r.name, node.name, kind, reason or "", bindings))
-        if not matched and self.misses and (r.name, node) not in state.missed:
+        tried = 0
+
+        def accept(sigma: dict[str, Any], region: tuple[Any, ...]) -> bool:
+            nonlocal tried
+            tried += 1
+            if tried > MAX_MATCHES_PER_ROOT:
+                return True  # stop looking (nothing was accepted)
+            return self._accept(r, Match(sigma, region, term, r.definition.name), node, view, report,
+                                state)
+
+        try:
+            r.matcher(term, {}, accept)
+        except RecursionError:  # a very deep term: the generator interpreter has no such limit
+            tried = 0
+            for sigma, region in Interpreter(r.program).run(r.call, term, {}):
+                if accept(sigma, region):
+                    break
+        if tried == 0:
+            self._missed(r, node, state)
+        return node in state.erased
+
+    def _missed(self, r: Rule, node: Node, state: _SweepState) -> None:
+        if self.misses and (r.name, node) not in state.missed:
             state.missed.add((r.name, node))
             state.misses.append((r, node))
+
+    def _accept(self, r: Rule, m: Match, node: Node, view: GraphView, report: RewriteReport,
+                state: _SweepState) -> bool:
+        """Check and apply one match; True when the graph was rewritten."""
+        bindings = {k: _show_binding(v) for k, v in m.bindings.items() if k in r.definition.params}
+        reason = unsafe_reason(m, node, view.owner)
+        kind = "unsafe"
+        out = None
+        if reason is None:
+            marker = node.prev
+            out, reason = _run_body(r, m, node)
+            kind = "declined"
+            if out is not None:
+                new = _new_nodes(marker, node)
+                reason = _type_check(new, out, node)
+                kind = "unsafe"
+                if reason is not None:
+                    _remove(new)
+        if reason is None and out is not None:
+            report.rewrites.append(Rewrite(r.name, node.name, node_source(node), bindings, out.name))
+            state.dirty.update(new)
+            state.dirty.update(node.users)
+            _commit(out, node, m, view, state.erased)
+            return True
+        key = (r.name, node.name, reason or "")
+        if key not in state.seen:
+            state.seen.add(key)
+            report.skipped.append(Skip(r.name, node.name, kind, reason or "", bindings))
         return False
 
 
