@@ -241,6 +241,31 @@ def run_overhead() -> None:
         print(f"overhead {name}: fwd {t_f * 1e3:.0f} us, fwd+bwd {t_fb * 1e3:.0f} us", flush=True)
 
 
+def run_profile() -> None:
+    """cProfile of the host side of small forward+backward calls (attention and rms_norm)."""
+    import cProfile
+    import pstats
+
+    from pypm.kernels import rms_norm
+    q, k, v = (torch.randn(1, 1, 128, 64, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+               for _ in range(3))
+    x = torch.randn(64, 1024, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    w = torch.randn(1024, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    for _ in range(3):
+        attention(q, k, v).sum().backward()
+        rms_norm(x, [1024], w).sum().backward()
+    torch.cuda.synchronize()
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(20):
+        attention(q, k, v).sum().backward()
+        rms_norm(x, [1024], w).sum().backward()
+    torch.cuda.synchronize()
+    prof.disable()
+    pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+    pstats.Stats(prof).sort_stats("cumtime").print_stats(40)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--check", action="store_true")
@@ -249,12 +274,15 @@ def main():
     ap.add_argument("--out", default=os.environ.get("OUT"))
     ap.add_argument("--only", nargs="*", help="methods to time (default: all)")
     ap.add_argument("--overhead", action="store_true", help="host overhead at a tiny shape")
+    ap.add_argument("--profile", action="store_true", help="cProfile the host side of small calls")
     args = ap.parse_args()
     import triton
     print(f"GPU {torch.cuda.get_device_name()} torch {torch.__version__} triton {triton.__version__}",
           flush=True)
     if args.overhead:
         run_overhead()
+    if args.profile:
+        run_profile()
     if args.check and not run_check():
         print("CHECK FAILED", flush=True)
     if not args.no_bench:

@@ -87,13 +87,15 @@ PARTIAL_ELEMENTS = 1 << 22  # cap on programs × n of the fp32 partial sums (16 
 
 
 class BackwardTuning:
-    """Knobs of the norm backward (``benchmarks/norms.py --sweep`` measures them): elements per
-    row tile (short rows are processed several at a time), software-pipelining stages, and
-    programs per SM."""
+    """Knobs of the norm backward (``benchmarks/norms.py --sweep`` measures them on the GPU):
+    elements per row tile (rows shorter than that are processed several at a time),
+    software-pipelining stages, and programs per SM (``None``: 16k elements' worth of rows per
+    SM, at least 2 programs). Measured on an H200 (benchmarks/RESULTS.md): one row per step and
+    16 programs per SM at 1k, 2 programs per SM at 4k; the stage count made no difference."""
 
-    tile_elements = 4096
+    tile_elements = 1024
     num_stages = 1
-    programs_per_sm = 8
+    programs_per_sm: int | None = None
 
 
 def _backward_plan(n: int) -> dict[str, int]:
@@ -107,7 +109,8 @@ def _backward_plan(n: int) -> dict[str, int]:
 def _backward_programs(tiles: int, n: int, sms: int) -> int:
     """Programs of the backward: enough to fill every SM, few enough that the per-program
     weight/bias partial sums stay small next to the tensors themselves."""
-    return max(1, min(tiles, sms * BackwardTuning.programs_per_sm, max(sms, PARTIAL_ELEMENTS // n)))
+    per_sm = BackwardTuning.programs_per_sm or max(2, 16384 // n)
+    return max(1, min(tiles, sms * per_sm, max(sms, PARTIAL_ELEMENTS // n)))
 
 
 def _norm_backward_op(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor | None, mean: torch.Tensor,
