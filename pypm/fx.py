@@ -453,8 +453,10 @@ class TargetNames:
     def _cse_info(self, node: Node) -> tuple[Any, bool] | None:
         if node.op in ("placeholder", "output"):
             return None
-        if node.op == "call_module":
-            return (_cse_target(node, self), True)
+        if node.op == "call_module":  # pure or not by the module alone (fixed during a pass)
+            if is_impure(node, None, self.owner, self.module):
+                return None
+            return (_cse_target(node, self), False)
         name = self(node)
         if name.endswith("dropout"):
             return (_cse_target(node, self), True)
