@@ -190,6 +190,8 @@ def target_name(node: Node, owner: torch.nn.Module | None = None) -> str:
     if kind == "call_function":
         return function_name(target)
     if kind == "call_method":
+        if target in _DTYPE_METHODS:
+            return "to"  # x.float(), x.bool(), ... are x.to(dtype)
         return schema.canonical_name(str(target))
     if kind == "call_module":
         mod = _submodule(owner, str(target))
@@ -203,6 +205,12 @@ def target_name(node: Node, owner: torch.nn.Module | None = None) -> str:
 
 
 _FUNCTION_NAMES: dict[Any, str] = {}
+
+# Tensor methods that convert the dtype: term ``to(x, dtype)``.
+_DTYPE_METHODS: dict[str, torch.dtype] = {
+    "float": torch.float32, "half": torch.float16, "bfloat16": torch.bfloat16, "double": torch.float64,
+    "bool": torch.bool, "int": torch.int32, "long": torch.int64,
+}
 
 
 def function_name(target: Any) -> str:
@@ -277,12 +285,9 @@ def _schema_layout(op: str) -> tuple[tuple[str, ...], tuple[Any, ...]] | None:
     return names, schema.defaults(op)
 
 
-def _positional_names(target: Any, op: str) -> tuple[str, ...] | None:
+def _positional_names(target: Any) -> tuple[str, ...] | None:
     """Positional parameter names of a callable, when they differ from the canonical schema."""
-    key = _callable_key(target)
-    if key in schema.SIGNATURES:
-        return schema.SIGNATURES[key]
-    return None
+    return schema.SIGNATURES.get(_callable_key(target))
 
 
 def _place(op: str, args: tuple[Any, ...], kwargs: Mapping[str, Any],
@@ -521,6 +526,8 @@ def _cse_target(n: Node, names: TargetNames) -> Any:
         key = _callable_key(n.target)
         return ("call", names(n), key if key in schema.SIGNATURES else "")
     if n.op == "call_method":
+        if n.target in _DTYPE_METHODS:  # the method name carries an argument (the dtype)
+            return ("method", n.target)
         return ("call", schema.canonical_name(str(n.target)), "")
     if n.op == "call_function":
         return ("fn", id(n.target))
@@ -702,19 +709,17 @@ class GraphView:
         if kind == "call_method":
             pos_names: tuple[str, ...] | None = None
         else:
-            pos_names = _positional_names(target, op)
+            pos_names = _positional_names(target)
             if sizes_at is not None and bare in ("permute", "view", "reshape", "expand", "repeat"):
                 sizes_at = None  # torch.permute(x, dims): already one sequence
         if sizes_at is not None and len(args) > sizes_at:
             rest = args[sizes_at:]
             if not (len(rest) == 1 and isinstance(rest[0], (list, tuple, torch.Size))):
                 args = (*args[:sizes_at], tuple(rest))
-        if bare == "to":
+        if kind == "call_method" and target in _DTYPE_METHODS:
+            args, kwargs = (args[0], _DTYPE_METHODS[target]), {}
+        elif bare == "to":
             args, kwargs = _to_args(args, kwargs)
-        elif bare in ("float", "half", "bool", "double", "bfloat16", "int", "long"):
-            op = "to"
-            args, kwargs = (args[0], getattr(torch, {"half": "float16", "double": "float64",
-                                                     "int": "int32", "long": "int64"}.get(bare, bare))), {}
         if bare in ("ones", "zeros", "full") or bare.endswith("_like"):
             kwargs = {k: v for k, v in kwargs.items() if k in ("dtype", "fill_value")}
         placed = _place(op, tuple(args), kwargs, pos_names)

@@ -186,9 +186,8 @@ OPERATORS: dict[str, str] = {
 # Method and function spellings that differ from the canonical name.
 ALIASES: dict[str, str] = {
     "__matmul__": "matmul", "multiply": "mul", "divide": "div", "true_divide": "div",
-    "subtract": "sub", "negative": "neg", "__getitem__": "getitem", "scaled_dot_product_attention":
-    "scaled_dot_product_attention", "_softmax": "softmax", "swapaxes": "transpose",
-    "swapdims": "transpose", "masked_fill_": "masked_fill_",
+    "subtract": "sub", "negative": "neg", "__getitem__": "getitem", "swapaxes": "transpose",
+    "swapdims": "transpose",
 }
 
 # Positional argument names of particular callables whose signature differs from the canonical
@@ -221,7 +220,8 @@ def canonical_name(name: str) -> str:
 
 
 def is_random(op: str) -> bool:
-    """True for operators whose result differs from call to call."""
+    """True for operators whose result differs from call to call (dropout: see pypm.fx, which
+    treats it as pure when it is switched off)."""
     return op in RANDOM or (op.endswith("dropout") and not op.startswith("aten.native"))
 
 

@@ -69,6 +69,13 @@ def test_python_operators_and_methods():
     assert any(t.op == "mul" and t.args[0] == 0.5 for t in ts)
 
 
+def test_dtype_methods_are_to():
+    gm, ts = terms(lambda x: (x.bool(), x.half(), x.to(torch.float16)), X)
+    assert cse(gm) == 0  # same canonical name, different dtypes
+    assert [(t.op, t.args[1]) for t in ts] == [("to", torch.bool), ("to", torch.float16),
+                                               ("to", torch.float16)]
+
+
 def test_types_come_from_meta():
     _, (t,) = terms(lambda x: x.to(torch.float16), X)
     assert t.shape == (2, 3, 4, 4) and t.dtype == torch.float16 and t.ndim == 4

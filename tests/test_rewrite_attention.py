@@ -111,10 +111,11 @@ def test_causal_buffer_mask_becomes_is_causal():
     assert "causal" in report.rewrites[0].bindings
 
 
-def test_causal_tril_in_forward_becomes_is_causal():
-    gm, _ = rewrite(SPELLINGS["causal-tril"], qkv())
+@pytest.mark.parametrize("name", ["causal-tril", "causal-triu"])
+def test_causal_mask_built_in_forward_becomes_is_causal(name):
+    gm, _ = rewrite(SPELLINGS[name], qkv())
     (n,) = sdpa_nodes(gm)
-    assert n.kwargs.get("is_causal") is True
+    assert n.kwargs.get("is_causal") is True and n.kwargs.get("attn_mask") is None
 
 
 NOT_LOWER = {
