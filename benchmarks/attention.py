@@ -242,28 +242,32 @@ def run_overhead() -> None:
 
 
 def run_profile() -> None:
-    """cProfile of the host side of small forward+backward calls (attention and rms_norm)."""
-    import cProfile
-    import pstats
+    """Where the time of small forward+backward calls goes: torch.profiler's CPU and CUDA
+    totals per op and kernel, and the backward launched with and without the op wrapper."""
+    from torch.profiler import ProfilerActivity, profile
 
-    from pypm.kernels import rms_norm
+    mod = sys.modules["pypm.kernels.attention"]
     q, k, v = (torch.randn(1, 1, 128, 64, device="cuda", dtype=torch.bfloat16, requires_grad=True)
                for _ in range(3))
-    x = torch.randn(64, 1024, device="cuda", dtype=torch.bfloat16, requires_grad=True)
-    w = torch.randn(1024, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    g = torch.randn_like(q)
+    out, lse = torch.ops.pypm.attention(q, k, v, None, None, False)
+    args = (g, q, k, v, out, lse, None, None, False)
+    for name, fn in (("op", lambda: torch.ops.pypm.attention_backward(*args)),
+                     ("python fn", lambda: mod._attention_backward_op(*args)),
+                     ("launcher", lambda: mod._launch_backward(g, q, k, v, out, lse, None, 0.125, False))):
+        print(f"backward via {name}: {time_ms(fn) * 1e3:.0f} us", flush=True)
+
+    def step():
+        attention(q, k, v).backward(g)
     for _ in range(3):
-        attention(q, k, v).sum().backward()
-        rms_norm(x, [1024], w).sum().backward()
+        step()
     torch.cuda.synchronize()
-    prof = cProfile.Profile()
-    prof.enable()
-    for _ in range(20):
-        attention(q, k, v).sum().backward()
-        rms_norm(x, [1024], w).sum().backward()
-    torch.cuda.synchronize()
-    prof.disable()
-    pstats.Stats(prof).sort_stats("tottime").print_stats(25)
-    pstats.Stats(prof).sort_stats("cumtime").print_stats(40)
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(10):
+            step()
+        torch.cuda.synchronize()
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25), flush=True)
+    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=12), flush=True)
 
 
 def main():
