@@ -39,7 +39,7 @@ from pypm.syntax import (
 from pypm.terms import Term, TermView
 
 from .declarative import value_key
-from .generators import MAIN, Case, _guard, cases
+from .generators import _BOOL, MAIN, Case, _guard, _ints, _pick, cases
 from .surface import guard_source, literal_source, pattern_source
 
 # Generated operators renamed to ones with infix syntax.
@@ -217,28 +217,28 @@ class _Sprinkler:
                 return Guard(self.walk(body, top_scope), cond)
             case Then(body, x, q):
                 return Then(self.walk(body, top_scope), x, self.walk(q, top_scope))
-            case Call(name, xs) if xs and self.draw(st.integers(0, 2)) == 0:
-                i = self.draw(st.integers(0, len(xs) - 1))
+            case Call(name, xs) if xs and self.draw(_ints(0, 2)) == 0:
+                i = self.draw(_ints(0, len(xs) - 1))
                 callee = self.program[name]
                 if callee.params[i] in callee.op_params:
                     return p
-                arg: Pattern = Wild() if self.draw(st.booleans()) else Op("neg", (Var(xs[i]),))
+                arg: Pattern = Wild() if self.draw(_BOOL) else Op("neg", (Var(xs[i]),))
                 args = tuple(arg if j == i else x for j, x in enumerate(xs))
                 return SugarCall(name, args, (self.fresh("a"),))
         return p
 
     def arg(self, a: Pattern, top_scope: bool) -> Any:
-        choice = self.draw(st.integers(0, 6))
+        choice = self.draw(_ints(0, 6))
         values = [y for y in self.d.params if y not in self.d.op_params]
         if choice == 1 and top_scope and free_vars(a) <= set(self.d.params):
             t = self.fresh("loc")
             self.locals.append((t, self.walk(a, True)))
             return Var(t)
         if choice == 2:
-            return Conj(self.walk(a, top_scope), Wild() if self.draw(st.booleans()) else Lit(0),
+            return Conj(self.walk(a, top_scope), Wild() if self.draw(_BOOL) else Lit(0),
                         self.fresh("z"))
         if choice == 3 and values:
-            x = self.draw(st.sampled_from(values))
+            x = _pick(self.draw, values)
             return Conj(Var(x), self.walk(a, top_scope), "", walrus=True)
         return self.walk(a, top_scope)
 
@@ -248,7 +248,7 @@ def sprinkle(draw: Callable[..., Any], d: Definition, program: Program) -> Sugar
     s = _Sprinkler(draw, d, program)
     ret = s.walk(d.body, True)
     asserts: tuple[GExpr, ...] = ()
-    if draw(st.integers(0, 2)) == 0:
+    if draw(_ints(0, 2)) == 0:
         bound = sorted(_definitely_bound(expand(ret), program) & set(d.params))
         if bound:
             asserts = (_guard(draw, bound, set(d.op_params)),)

@@ -18,7 +18,8 @@ guard language and the alphabet are shared with the Coq differential test.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,6 +64,20 @@ DEF_NAMES = ("P", "Q", "R", "S")
 MAIN = "Main"
 
 
+# Strategies are built once: building one per draw costs more than the draw.
+_BOOL = st.booleans()
+
+
+@functools.cache
+def _ints(lo: int, hi: int) -> st.SearchStrategy[int]:
+    return st.integers(lo, hi)
+
+
+def _pick(draw: Callable[..., Any], items: Sequence[Any]) -> Any:
+    """One of items (shrinking towards the first), like ``sampled_from`` without its set-up."""
+    return items[draw(_ints(0, len(items) - 1))]
+
+
 @dataclass(frozen=True)
 class Case:
     """One conformance case: a program (with the query as definition ``Main``), the query
@@ -86,17 +101,17 @@ class Case:
 def _guard(draw: Callable[..., Any], bound: list[str], ops: set[str], depth: int = 0) -> GExpr:
     """True | False | a == b | a != b | not g | g and g | g or g; atoms bound variables or
     literals (operator names for operator variables)."""
-    kind = draw(st.sampled_from((0, 1, 2, 3, 5, 6, 6) if depth < 2 else (0, 1, 2)))
+    kind = _pick(draw, ((0, 1, 2, 3, 5, 6, 6) if depth < 2 else (0, 1, 2)))
     if kind == 0 or not bound:
-        return GConst(draw(st.booleans()))
+        return GConst(draw(_BOOL))
     if kind in (1, 2):
-        a = draw(st.sampled_from(bound))
+        a = _pick(draw, (bound))
         if a in ops:
-            b: GExpr = GConst(draw(st.sampled_from(OPERATORS + LEAVES)))
-        elif draw(st.booleans()):
-            b = GName(draw(st.sampled_from(bound)))
+            b: GExpr = GConst(_pick(draw, (OPERATORS + LEAVES)))
+        elif draw(_BOOL):
+            b = GName(_pick(draw, (bound)))
         else:
-            b = GConst(draw(st.sampled_from(LITERALS)))
+            b = GConst(_pick(draw, (LITERALS)))
         return GCompare(GName(a), (("==" if kind == 1 else "!=", b),))
     if kind == 3:
         return GUnary("not", _guard(draw, bound, ops, depth + 1))
@@ -169,26 +184,26 @@ def _pattern(draw: Callable[..., Any], sc: _Scope, bound: Bound, depth: int,
     """A pattern well-formed under ``bound``, and the variables bound after it (``kind``
     forces the constructor at the root)."""
     if kind is None:
-        kind = draw(st.sampled_from(_KINDS if budget > 0 else _LEAF_KINDS))
+        kind = _pick(draw, (_KINDS if budget > 0 else _LEAF_KINDS))
     if kind == 0:
         return Wild(), bound
     if kind == 1:
         if not sc.values:
             return Wild(), bound
-        x = draw(st.sampled_from(sc.values))
+        x = _pick(draw, (sc.values))
         return Var(x), {**bound, x: min(depth, bound.get(x, depth))}
     if kind == 2:
-        return Lit(draw(st.sampled_from(LITERALS))), bound
+        return Lit(_pick(draw, (LITERALS))), bound
     if kind == 3:
-        if draw(st.integers(0, 3)) == 0:
-            return Op(draw(st.sampled_from(LEAVES)), ()), bound
-        return Fail() if draw(st.integers(0, 7)) == 0 else Wild(), bound
+        if draw(_ints(0, 3)) == 0:
+            return Op(_pick(draw, (LEAVES)), ()), bound
+        return Fail() if draw(_ints(0, 7)) == 0 else Wild(), bound
     if kind in (4, 5):  # f(p1..pn) or x(p1..pn)
-        n = draw(st.integers(0, 3))
+        n = draw(_ints(0, 3))
         out = bound
         head: str | None = None
-        if sc.ops and (kind == 5 or draw(st.integers(0, 2)) == 0):
-            head = draw(st.sampled_from(sorted(sc.ops)))
+        if sc.ops and (kind == 5 or draw(_ints(0, 2)) == 0):
+            head = _pick(draw, (sorted(sc.ops)))
             out = {**out, head: min(depth, out.get(head, depth))}
         args = []
         for _ in range(n):
@@ -196,23 +211,23 @@ def _pattern(draw: Callable[..., Any], sc: _Scope, bound: Bound, depth: int,
             args.append(a)
         if head is not None:
             return OpVar(head, tuple(args)), out
-        return Op(draw(st.sampled_from(OPERATORS)), tuple(args)), out
+        return Op(_pick(draw, (OPERATORS)), tuple(args)), out
     if kind == 6:  # p1 | p2
         left, b1 = _pattern(draw, sc, bound, depth, budget // 2)
         right, b2 = _pattern(draw, sc, bound, depth, budget // 2)
         return Alt(left, right), _meet(b1, b2)
     if kind == 7:  # ∃x. p: a new local (sometimes of operator kind, sometimes shadowing), used in p
-        shadow = sc.values and draw(st.integers(0, 3)) == 0
-        x = draw(st.sampled_from(sc.values)) if shadow else sc.new_local()
-        is_op = not shadow and draw(st.integers(0, 4)) == 0
+        shadow = sc.values and draw(_ints(0, 3)) == 0
+        x = _pick(draw, (sc.values)) if shadow else sc.new_local()
+        is_op = not shadow and draw(_ints(0, 4)) == 0
         values = sc.values if is_op or x in sc.values else [*sc.values, x]
         inner = _Scope(sc.index, values, sc.ops | ({x} if is_op else set()), sc.sigs, sc.binds, sc.order,
                        sc.fresh, sc.loose)
         body, out = _pattern(draw, inner, {k: d for k, d in bound.items() if k != x}, depth, budget - 1)
         if x not in free_vars(body):
             use: Pattern = OpVar(x, ()) if is_op else Var(x)
-            body, out = (Alt(use, body), _meet(out, {**bound, x: depth})) if draw(st.booleans()) else \
-                (Op(draw(st.sampled_from(OPERATORS)), (use, body)), {**out, x: depth + 1})
+            body, out = (Alt(use, body), _meet(out, {**bound, x: depth})) if draw(_BOOL) else \
+                (Op(_pick(draw, (OPERATORS)), (use, body)), {**out, x: depth + 1})
         out = {k: d for k, d in out.items() if k != x}
         if x in bound:  # a shadowed variable is as bound as it was before
             out[x] = bound[x]
@@ -222,27 +237,27 @@ def _pattern(draw: Callable[..., Any], sc: _Scope, bound: Bound, depth: int,
     if kind == 9:  # p ? g
         body, out = _pattern(draw, sc, bound, depth, budget - 1)
         new = sorted(out.keys() - bound.keys())  # mostly read what the body itself binds
-        atoms = new if new and draw(st.integers(0, 3)) else sorted(out)
+        atoms = new if new and draw(_ints(0, 3)) else sorted(out)
         return Guard(body, _guard(draw, atoms, sc.ops)), out
     # p ; x ≍ q
-    if sc.loose and depth > 0 and bound and draw(st.booleans()):
+    if sc.loose and depth > 0 and bound and draw(_BOOL):
         # `_ ; x ≍ q` under an operator, x bound further up: q is matched against σ(x), which
         # may be the root again, whatever the operators above the `;`.
-        x = draw(st.sampled_from(sorted(bound)))
+        x = _pick(draw, (sorted(bound)))
         if x not in sc.ops:
-            q, out2 = _pattern(draw, sc, bound, depth, budget // 2, kind=draw(st.sampled_from((8, 4))))
+            q, out2 = _pattern(draw, sc, bound, depth, budget // 2, kind=_pick(draw, ((8, 4))))
             return Then(Wild(), x, q), out2
     body, out = _pattern(draw, sc, bound, depth, budget // 2)
     candidates = sorted(x for x in out if x not in sc.ops)
     new = [x for x in candidates if x not in bound]
     old = [x for x in candidates if x in bound]
-    if sc.loose and old and draw(st.booleans()):  # where the checker's count and the truth differ
+    if sc.loose and old and draw(_BOOL):  # where the checker's count and the truth differ
         candidates = old
-    elif new and draw(st.integers(0, 3)):  # mostly continue from what the body itself binds
+    elif new and draw(_ints(0, 3)):  # mostly continue from what the body itself binds
         candidates = new
     if not candidates:
         return body, out
-    x = draw(st.sampled_from(candidates))
+    x = _pick(draw, (candidates))
     seen = _occurs_depth(x, body, depth)
     if sc.loose:  # operators above an occurrence in the body, else above the `;` (may loop)
         qdepth = depth if seen is None else seen
@@ -260,12 +275,12 @@ def _call(draw: Callable[..., Any], sc: _Scope, bound: Bound, depth: int) -> tup
     names = [n for n in names if not sc.sigs[n].op_params or sc.ops]
     if not names or not sc.values:
         return Wild(), bound
-    name = draw(st.sampled_from(sorted(names)))
+    name = _pick(draw, (sorted(names)))
     d = sc.sigs[name]
-    same = draw(st.integers(0, 2)) == 0  # P(x, x): the callee's parameters must then agree
-    first = draw(st.sampled_from(sc.values))
-    args = tuple(draw(st.sampled_from(sorted(sc.ops))) if y in d.op_params else
-                 first if same else draw(st.sampled_from(sc.values)) for y in d.params)
+    same = draw(_ints(0, 2)) == 0  # P(x, x): the callee's parameters must then agree
+    first = _pick(draw, (sc.values))
+    args = tuple(_pick(draw, (sorted(sc.ops))) if y in d.op_params else
+                 first if same else _pick(draw, (sc.values)) for y in d.params)
     out = dict(bound)
     for i, x in enumerate(args):
         if i in sc.binds.get(name, frozenset()):
@@ -310,13 +325,13 @@ def programs(draw: Callable[..., Any], max_defs: int = 3, budget: int = 10, loos
     the ``;`` (or above an occurrence of x in p) rather than by those really consumed above x's
     binding, so some programs recurse forever: the checker must reject those ("every program
     the checker accepts terminates"; an earlier check.py accepted them)."""
-    n = draw(st.integers(1, max_defs))
+    n = draw(_ints(1, max_defs))
     sigs: dict[str, Definition] = {}
     for i in range(n):
-        k = draw(st.integers(1, 3))
+        k = draw(_ints(1, 3))
         params = list(VALUE_PARAMS[:k])
         ops: frozenset[str] = frozenset()
-        if draw(st.integers(0, 2)) == 0:
+        if draw(_ints(0, 2)) == 0:
             params.append(OP_PARAMS[0])
             ops = frozenset({OP_PARAMS[0]})
         sigs[DEF_NAMES[i]] = Definition(DEF_NAMES[i], tuple(params), Fail(), ops)
@@ -329,20 +344,20 @@ def programs(draw: Callable[..., Any], max_defs: int = 3, budget: int = 10, loos
         sc = _Scope(order[name], [y for y in s.params if y not in s.op_params], set(s.op_params),
                     sigs, binds, order, fresh, loose)
         # A definition with an operator parameter mostly starts with it, to have it used.
-        root = 5 if s.op_params and draw(st.booleans()) else draw(st.sampled_from(_ROOT_KINDS))
+        root = 5 if s.op_params and draw(_BOOL) else _pick(draw, (_ROOT_KINDS))
         body, _ = _pattern(draw, sc, {}, 0, budget, root)
         d = Definition(name, s.params, body, s.op_params)
         binds[name] = _binds_params(d, binds)
         program[name] = d
-    k = draw(st.integers(1, 3))
+    k = draw(_ints(1, 3))
     params = list(VALUE_PARAMS[:k])
     ops = frozenset()
-    if draw(st.booleans()):
+    if draw(_BOOL):
         params.append(OP_PARAMS[1])
         ops = frozenset({OP_PARAMS[1]})
     sc = _Scope(-1, [y for y in params if y not in ops], set(ops), sigs, binds, order, fresh, loose)
     # The query is most often a call, as a rule's pattern is; never a bare leaf.
-    root = 5 if ops and draw(st.integers(0, 2)) == 0 else draw(st.sampled_from((8, *_ROOT_KINDS)))
+    root = 5 if ops and draw(_ints(0, 2)) == 0 else _pick(draw, ((8, *_ROOT_KINDS)))
     body, _ = _pattern(draw, sc, {}, 0, budget, root)
     program[MAIN] = Definition(MAIN, tuple(params), body, ops)
     return dict(sorted(program.items(), key=lambda kv: (kv[0] != MAIN, kv[0])))
@@ -353,9 +368,9 @@ def programs(draw: Callable[..., Any], max_defs: int = 3, budget: int = 10, loos
 
 
 def _leaf(draw: Callable[..., Any]) -> Any:
-    if draw(st.booleans()):
-        return Term(draw(st.sampled_from(LEAVES)), ())
-    return draw(st.sampled_from(LITERALS))
+    if draw(_BOOL):
+        return Term(_pick(draw, (LEAVES)), ())
+    return _pick(draw, (LITERALS))
 
 
 @st.composite
@@ -363,12 +378,15 @@ def terms(draw: Callable[..., Any], max_nodes: int = 7) -> Any:
     """A value with shared subterms: nodes built bottom-up, each argument a fresh leaf or an
     earlier node (the same object, as after CSE)."""
     pool: list[Any] = [_leaf(draw)]
-    for _ in range(draw(st.integers(0, max_nodes))):
-        n = draw(st.integers(0, 3))
-        args = [pool[draw(st.integers(0, len(pool) - 1))] if draw(st.booleans()) else _leaf(draw)
+    for _ in range(draw(_ints(0, max_nodes))):
+        n = draw(_ints(0, 3))
+        args = [pool[draw(_ints(0, len(pool) - 1))] if draw(_BOOL) else _leaf(draw)
                 for _ in range(n)]
-        pool.append(Term(draw(st.sampled_from(OPERATORS)), args))
+        pool.append(Term(_pick(draw, (OPERATORS)), args))
     return pool[-1]
+
+
+_TERMS = {k: terms(max_nodes=k) for k in (1, 2, 7)}
 
 
 class _GiveUp(Exception):
@@ -384,23 +402,23 @@ def positive_term(draw: Callable[..., Any], program: Program, p: Pattern, fuel: 
     def inst(p: Pattern, sigma: dict[str, Any], fuel: int) -> Any:
         match p:
             case Wild() | Fail():
-                return draw(terms(max_nodes=1))
+                return draw(_TERMS[1])
             case Var(x):
                 if x not in sigma:
-                    sigma[x] = draw(terms(max_nodes=2))
+                    sigma[x] = draw(_TERMS[2])
                 return sigma[x]
             case Lit(v):
                 return v
             case Op(f, args):
                 vals = [inst(a, sigma, fuel) for a in args]
-                extra = [_leaf(draw) for _ in range(draw(st.integers(0, 1)))]
+                extra = [_leaf(draw) for _ in range(draw(_ints(0, 1)))]
                 return Term(f, vals + extra)
             case OpVar(x, args):
                 if not isinstance(sigma.get(x), str):
-                    sigma[x] = draw(st.sampled_from(OPERATORS + LEAVES))
+                    sigma[x] = _pick(draw, (OPERATORS + LEAVES))
                 return Term(sigma[x], [inst(a, sigma, fuel) for a in args])
             case Alt(left, right):
-                first, second = (right, left) if draw(st.booleans()) else (left, right)
+                first, second = (right, left) if draw(_BOOL) else (left, right)
                 if fuel <= 0 and _has_call(first) and not _has_call(second):
                     first = second
                 return inst(first, sigma, fuel)
@@ -434,7 +452,7 @@ def positive_term(draw: Callable[..., Any], program: Program, p: Pattern, fuel: 
     try:
         return inst(p, sigma, fuel)
     except _GiveUp:
-        return draw(terms())
+        return draw(_TERMS[7])
 
 
 _MISSING = object()
@@ -464,20 +482,20 @@ def perturb(draw: Callable[..., Any], v: Any) -> Any:
     an operator renamed, an argument dropped or added, a subterm replaced. Near misses are where
     equality and arity bugs show."""
     subs = _subvalues(v)
-    target = draw(st.sampled_from(subs))
-    how = draw(st.integers(0, 3))
+    target = _pick(draw, (subs))
+    how = draw(_ints(0, 3))
     if isinstance(target, TermView):
         if how == 0:
-            new: Any = Term(draw(st.sampled_from(OPERATORS + LEAVES)), target.args)
+            new: Any = Term(_pick(draw, (OPERATORS + LEAVES)), target.args)
         elif how == 1 and target.args:
             new = Term(target.op, target.args[:-1])
         elif how == 2:
             new = Term(target.op, (*target.args, _leaf(draw)))
         else:
-            new = draw(terms(max_nodes=2))
+            new = draw(_TERMS[2])
     else:
         near = next((alts for k, alts in _SWAPS if values_equal(k, target)), LITERALS)
-        new = draw(st.sampled_from(near))
+        new = _pick(draw, (near))
 
     def rebuild(u: Any) -> Any:
         if u is target:
@@ -501,23 +519,23 @@ def cases(draw: Callable[..., Any], max_defs: int = 3, budget: int = 10, loose: 
     (usually empty; sometimes binding a parameter to a subterm or operator name)."""
     program = draw(programs(max_defs=max_defs, budget=budget, loose=loose))
     main = program[MAIN]
-    how = draw(st.integers(0, 9))  # 0-4 built from the query, 5-7 built then perturbed, 8-9 random
+    how = draw(_ints(0, 9))  # 0-4 built from the query, 5-7 built then perturbed, 8-9 random
     positive = how < 5
     if how < 8:
         value = positive_term(draw, program, main.body)
         if how >= 5:
             value = perturb(draw, value)
     else:
-        value = draw(terms())
+        value = draw(_TERMS[7])
     sigma: dict[str, Any] = {}
-    if draw(st.integers(0, 2)) == 0:
-        x = draw(st.sampled_from(main.params))
+    if draw(_ints(0, 2)) == 0:
+        x = _pick(draw, (main.params))
         subs = _subvalues(value)
         if x in main.op_params:
             names = [t.op for t in subs if isinstance(t, TermView)] or ["f"]
-            sigma[x] = draw(st.sampled_from(names))
+            sigma[x] = _pick(draw, (names))
         else:
-            sigma[x] = draw(st.sampled_from(subs))
+            sigma[x] = _pick(draw, (subs))
     return Case(program, main.body, value, sigma, positive)
 
 
@@ -540,30 +558,30 @@ def ill_formed_programs(draw: Callable[..., Any]) -> tuple[Program, str]:
     """(program, expected error class name): a well-formed program with one violation added to
     the body of Main (or a new definition, for left recursion)."""
     program = dict(draw(programs(max_defs=2, budget=4)))
-    kind = draw(st.sampled_from(ILL_FORMED_KINDS))
+    kind = _pick(draw, (ILL_FORMED_KINDS))
     main = program[MAIN]
     value_params = [y for y in main.params if y not in main.op_params]
     body = main.body
     if kind == "ScopeError":
-        if draw(st.booleans()):
+        if draw(_BOOL):
             bad: Pattern = Op("f", (body, Var("undeclared")))
         else:
             bad = Exists("unused", body) if "unused" not in free_vars(body) else Op("f", (body, Var("nope")))
     elif kind == "ArityError":
         d = program["P"]
-        args = tuple(value_params[0] for _ in range(len(d.params) + draw(st.sampled_from((1, -1)))))
+        args = tuple(value_params[0] for _ in range(len(d.params) + _pick(draw, ((1, -1)))))
         if not args:
             args = (value_params[0],) * (len(d.params) + 1)
         bad = Op("f", (body, Call("P", args)))
     elif kind == "UnboundError":
-        x = draw(st.sampled_from(value_params))
-        if draw(st.booleans()):
+        x = _pick(draw, (value_params))
+        if draw(_BOOL):
             bad = Guard(Wild(), GCompare(GName(x), (("==", GConst(1)),)))
-        elif draw(st.booleans()):  # x occurs before the `;`, on one branch only
+        elif draw(_BOOL):  # x occurs before the `;`, on one branch only
             bad = Then(Alt(Var(x), Wild()), x, Wild())
         else:  # x does not occur before the `;` at all
             bad = Then(Wild(), x, Wild())
-        bad = Alt(bad, body) if draw(st.booleans()) else Op("f", (bad, body))
+        bad = Alt(bad, body) if draw(_BOOL) else Op("f", (bad, body))
     elif kind == "LeftRecursionError":
         program["Loop"] = Definition("Loop", ("x",), Alt(Op("f", (Var("x"),)), Call("Loop", ("x",))))
         bad = Alt(body, Call("Loop", (value_params[0],)))
