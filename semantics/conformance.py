@@ -195,13 +195,36 @@ def run_property(name: str, strategy: Any, check: Callable[[Any, Stats], None], 
 # Jobs and progress
 
 
+class _Batched:
+    """Progress ticks sent to the parent process in batches (one message per 25 cases)."""
+
+    def __init__(self, queue: Any, every: int = 25):
+        self.queue, self.every, self.count = queue, every, 0
+
+    def put(self, n: int) -> None:
+        self.count += n
+        if self.count >= self.every:
+            self.queue.put(self.count)
+            self.count = 0
+
+    def flush(self) -> None:
+        if self.count:
+            self.queue.put(self.count)
+            self.count = 0
+
+
 def _job(args: tuple[str, int, int | None, Any, bool]) -> Stats:
     name, examples, seed, queue, mutant = args
-    if mutant:
-        return _kill(name, examples, seed, queue)
-    strategy, check = property_table()[name]
-    return run_property(name, strategy, check, examples, seed,
-                        tick=(lambda: queue.put(1)) if queue is not None else None)
+    batched = _Batched(queue) if queue is not None else None
+    try:
+        if mutant:
+            return _kill(name, examples, seed, batched)
+        strategy, check = property_table()[name]
+        return run_property(name, strategy, check, examples, seed,
+                            tick=(lambda: batched.put(1)) if batched is not None else None)
+    finally:
+        if batched is not None:
+            batched.flush()
 
 
 def _mutant_interpreter(name: str) -> Any:
@@ -256,7 +279,9 @@ class _Progress:
 
     def advance(self, n: int = 1) -> None:
         self.done += n
-        if self.enabled and (self.done % 50 == 0 or self.done >= self.total):
+        now = time.perf_counter()
+        if self.enabled and (now - getattr(self, "_drawn", 0.0) > 0.1 or self.done >= self.total):
+            self._drawn = now
             frac = min(1.0, self.done / max(self.total, 1))
             bar = "#" * int(30 * frac)
             sys.stderr.write(f"\r{self.label:<14} [{bar:<30}] {self.done}/{self.total} "
@@ -274,8 +299,7 @@ def _run_parallel(name: str, examples: int, seed: int, jobs: int, mutant: bool,
     bar = _Progress(examples, name, progress)
     total = Stats()
     if jobs == 1:
-        queue_obj = _LocalQueue(bar)
-        stats = _job((name, examples, seed, queue_obj, mutant))
+        stats = _job((name, examples, seed, _LocalQueue(bar), mutant))
         total.merge(stats)
         bar.close()
         return total
@@ -289,6 +313,8 @@ def _run_parallel(name: str, examples: int, seed: int, jobs: int, mutant: bool,
                 pending.wait(0.2)
                 while not queue.empty():
                     bar.advance(queue.get())
+            while not queue.empty():
+                bar.advance(queue.get())
             for stats in pending.get():
                 total.merge(stats)
     bar.close()
@@ -332,9 +358,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="run only this property (repeatable)")
     parser.add_argument("--mutants", action="store_true",
                         help="run the mutation check: every mutant must be killed")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bar (there is none when stderr is not a terminal)")
     args = parser.parse_args(argv)
-    progress = not args.no_progress
+    progress = not args.no_progress and sys.stderr.isatty()
     started = time.perf_counter()
     rows: list[tuple[str, Stats]] = []
     if args.mutants:
