@@ -278,11 +278,17 @@ _MODULES: dict[type, tuple[str, Callable[[Any, str, tuple[Any, ...]], tuple[Any,
 # Argument normalisation
 
 
+_LAYOUTS: dict[str, tuple[tuple[str, ...], tuple[Any, ...]] | None] = {}
+
+
 def _schema_layout(op: str) -> tuple[tuple[str, ...], tuple[Any, ...]] | None:
-    names = schema.arg_names(op)
-    if names is None:
-        return None
-    return names, schema.defaults(op)
+    """(argument names, trailing defaults) of an operator, cached."""
+    try:
+        return _LAYOUTS[op]
+    except KeyError:
+        names = schema.arg_names(op)
+        layout = _LAYOUTS[op] = None if names is None else (names, schema.defaults(op))
+        return layout
 
 
 def _positional_names(target: Any) -> tuple[str, ...] | None:

@@ -6,16 +6,19 @@ None) and returns the replacement value, or None / :class:`Decline` to decline.
 
 :meth:`RewritePass.apply` is a pipeline of small steps, each a function of its own:
 
-1. :func:`~pypm.fx.cse` merges common subexpressions, so that term equality is node identity;
+1. :class:`~pypm.fx.CSE` merges common subexpressions, so that term equality is node identity
+   (incrementally on later sweeps: only new and rewired nodes are looked at again);
 2. a root-operator index picks, for each node (outputs to inputs), the rules whose pattern can
-   have that node's operator at its root, by priority;
-3. the interpreter yields matches (immutable :class:`~pypm.match.Match`); for each,
+   have that node's operator at its root, by priority; a skeleton (:func:`~pypm.fx.skeleton`,
+   a necessary condition) rejects most other nodes without running the matcher;
+3. the matcher (the pattern compiled by :mod:`pypm.fastmatch`, equivalent to the interpreter)
+   calls back with each match (immutable :class:`~pypm.match.Match`) in order; for each,
    :func:`unsafe_reason` checks the region (no intermediate escapes, nothing impure);
 4. :func:`_run_body` traces the body's replacement in front of the root; :func:`_type_check`
    requires the root's shape and dtype;
 5. :func:`_commit` rewires the root's users and removes the dead region;
-6. sweeps repeat to a fixpoint (a cap names the rules that keep rewriting); then
-   ``graph.lint()``.
+6. sweeps repeat to a fixpoint (a cap names the rules that keep rewriting); candidate roots
+   that matched nothing are explained (:mod:`pypm.explain`); then ``graph.lint()``.
 
 Every rewrite and every declined or unsafe match lands in the :class:`RewriteReport`.
 """
@@ -343,11 +346,13 @@ def _type_check(new: list[Node], out: Node, root: Node) -> str | None:
             if val is not None:
                 n.meta[key] = val
     want, got = meta_value(root), meta_value(out)
+    if want is not None and not hasattr(want, "shape"):
+        return "the root's value is not a tensor, so the replacement cannot be checked"
     if want is None:
         return "the graph has no shape information to check the replacement against " \
                "(pass example_inputs to RewritePass.apply)"
-    if got is None:
-        return "could not compute the replacement's shape"
+    if got is None or not hasattr(got, "shape"):
+        return "could not compute the replacement's shape (it is not a tensor)"
     from .guards import eq3
 
     ws = tuple(size_value(s) for s in want.shape)
