@@ -259,12 +259,15 @@ attention_backward_op = register_op("attention_backward", _attention_backward_op
 def _setup_context(ctx, inputs, output):
     q, k, v, attn_mask, scale, is_causal = inputs
     out, lse = output
+    ctx.set_materialize_grads(False)  # lse never receives a gradient: skip filling zeros for it
     ctx.save_for_backward(q, k, v, out, lse, attn_mask)
     ctx.scale, ctx.is_causal = scale, is_causal
 
 
 def _backward(ctx, grad_out, _grad_lse):
     q, k, v, out, lse, attn_mask = ctx.saved_tensors
+    if grad_out is None:
+        return None, None, None, None, None, None
     dq, dk, dv = torch.ops.pypm.attention_backward(grad_out, q, k, v, out, lse, attn_mask,
                                                    ctx.scale, ctx.is_causal)
     return dq, dk, dv, None, None, None
@@ -278,9 +281,9 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float
               enable_gqa: bool = True) -> torch.Tensor:
     """Scaled dot-product attention through ``torch.ops.pypm.attention`` (see the module doc).
 
-    Works on fx proxies too (rules call it at rewrite time): the checks then run when the
-    rewritten graph first runs or is traced with fake tensors.
+    The op checks its inputs before any launch (on fake tensors too, when traced); this wrapper
+    adds only the ``enable_gqa=False`` check. Works on fx proxies (rules call it at rewrite time).
     """
-    if all(isinstance(t, torch.Tensor) for t in (q, k, v)):
+    if not enable_gqa and all(isinstance(t, torch.Tensor) for t in (q, k, v)):
         check_inputs(q, k, v, attn_mask if isinstance(attn_mask, torch.Tensor) else None, enable_gqa)
     return torch.ops.pypm.attention.default(q, k, v, attn_mask, scale, is_causal)[0]

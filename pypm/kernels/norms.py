@@ -127,9 +127,10 @@ def _norm_backward_op(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor 
         from . import _norm_kernels as K
         plan = _backward_plan(n)
         programs = _backward_programs(-(-rows // plan["BLOCK_R"]), n, sms_for(x))
-        parts = torch.zeros((programs if has_w or has_bias else 0, n), dtype=torch.float32, device=x.device)
-        dw_part = parts if has_w else x2
-        db_part = torch.zeros_like(parts) if has_bias else x2
+        # one-tile rows: each program writes its whole partial row; longer rows accumulate into it
+        alloc = torch.empty if plan["NUM_CHUNKS"] == 1 and rows > 0 else torch.zeros
+        dw_part = alloc((programs, n), dtype=torch.float32, device=x.device) if has_w else x2
+        db_part = alloc((programs, n), dtype=torch.float32, device=x.device) if has_bias else x2
         if rows > 0:
             wrap(K.norm_bwd_kernel)[(programs,)](
                 x2, weight.reshape(-1) if has_w else x2, g2, dx2, m, r, dw_part, db_part, rows, n,
@@ -163,6 +164,7 @@ norm_backward_op = register_op("norm_backward", _norm_backward_op)
 def _setup_rms(ctx, inputs, output):
     x, shape, weight, _eps = inputs
     _, mean, rstd = output
+    ctx.set_materialize_grads(False)  # mean and rstd never receive gradients
     ctx.shape, ctx.has_bias = list(shape), False
     ctx.save_for_backward(x, weight, mean, rstd)
 
@@ -170,6 +172,7 @@ def _setup_rms(ctx, inputs, output):
 def _setup_layer(ctx, inputs, output):
     x, shape, weight, bias, _eps = inputs
     _, mean, rstd = output
+    ctx.set_materialize_grads(False)
     ctx.shape, ctx.has_bias = list(shape), bias is not None
     ctx.save_for_backward(x, weight, mean, rstd)
 
@@ -182,12 +185,16 @@ def _grads(ctx, grad):
 
 
 def _rms_backward(ctx, grad, _gm, _gr):
+    if grad is None:
+        return None, None, None, None
     ctx.center = False
     dx, dw, _ = _grads(ctx, grad)
     return dx, None, dw, None
 
 
 def _layer_backward(ctx, grad, _gm, _gr):
+    if grad is None:
+        return None, None, None, None, None
     ctx.center = True
     dx, dw, db = _grads(ctx, grad)
     return dx, None, dw, db, None
