@@ -128,7 +128,7 @@ def test_inductor_post_grad_pass_runs_rules():
 
     p = pypm.backend.inductor_pass()
     torch._dynamo.reset()
-    with config.patch(post_grad_custom_pre_pass=p):
+    with config.patch(post_grad_custom_pre_pass=p, force_disable_caches=True):
         f = torch.compile(lambda x: torch.relu(x) * 2)
         f(torch.randn(4))
     assert len(p.reports) == 1  # the pass ran on the ATen-level graph
@@ -146,7 +146,7 @@ def test_inductor_pass_rewrites_the_aten_graph():
     p = pypm.backend.inductor_pass([cancel])
     torch._dynamo.reset()
     x = torch.randn(8)
-    with config.patch(post_grad_custom_pre_pass=p):
+    with config.patch(post_grad_custom_pre_pass=p, force_disable_caches=True):
         y = torch.compile(lambda x: torch.relu(x) * 2.0 * 0.5 + 1)(x)
     torch.testing.assert_close(y, torch.relu(x) + 1)
     assert p.reports[0].counts() == {"mul-cancel": 1}
@@ -158,3 +158,16 @@ def test_pypm_backend_and_explain_stay_callable_after_importing_their_modules():
     assert isinstance(pypm.backend(inner="eager"), pypm.backend.Backend)
     gm = torch.fx.symbolic_trace(lambda x: x.softmax(-1))
     assert "no node has a root operator" in str(pypm.explain(Attention, gm))
+
+
+def test_fx_graph_cache_keeps_working_with_the_pass(monkeypatch, tmp_path):
+    from torch._inductor import config
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    p = pypm.backend.inductor_pass()
+    x = torch.randn(8)
+    with config.patch(post_grad_custom_pre_pass=p, fx_graph_cache=True, force_disable_caches=False):
+        for _ in range(2):
+            torch._dynamo.reset()
+            torch.compile(lambda x: torch.sigmoid(x) * 3)(x)
+    assert len(p.reports) == 1  # the second compile was a cache hit: the pass's uuid is stable
