@@ -70,6 +70,9 @@ SPELLINGS = {
                                               float("-inf")) * 0.5, -1) @ v,
     "dropout-off": lambda q, k, v: F.dropout(F.softmax(q @ k.transpose(-2, -1) * 0.2, -1), 0.1,
                                              training=False) @ v,
+    "llama-upcast": lambda q, k, v: torch.matmul(
+        F.softmax((torch.matmul(q, k.transpose(2, 3)) / math.sqrt(D) + torch.zeros(T, T)).float(), dim=-1)
+        .type_as(q), v),
     "additive-mask": lambda q, k, v: F.softmax(q @ k.transpose(-2, -1) * 0.2 + torch.ones(T, T) * 0.5,
                                                -1) @ v,
 }
@@ -90,9 +93,10 @@ def test_3d_bmm_spelling():
     assert len(report.rewrites) == 1
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
-def test_other_dtypes_within_tolerance(dtype):
-    _gm, report = rewrite(SPELLINGS["div-sqrt"], qkv(dtype))
+@pytest.mark.parametrize("name,dtype", [("div-sqrt", torch.float64), ("div-sqrt", torch.bfloat16),
+                                        ("llama-upcast", torch.bfloat16)])
+def test_other_dtypes_within_tolerance(name, dtype):
+    _gm, report = rewrite(SPELLINGS[name], qkv(dtype))
     assert len(report.rewrites) == 1
 
 
