@@ -60,3 +60,22 @@ def test_core_definition_with_a_repeated_parameter_is_rejected():
 
     program = {"P": Definition("P", ("x", "x"), Var("x"))}
     assert [type(e) for e in check_program(program)] == [ScopeError]
+
+
+# Found by `pypm conformance --examples 100000` (property desugaring), shrunk by hand.
+ASSERT_AFTER_CALL = '''def Main(x, z):
+    assert z != 0
+    return f(R(z), (z := x))
+
+def R(y):
+    return c()
+'''
+
+
+@pytest.mark.xfail(strict=True, reason="parse.py places `assert` by an optimistic binding analysis "
+                   "(a call binds all its arguments), here before R(z), which does not bind z")
+def test_assert_is_placed_where_its_variables_are_definitely_bound():
+    program = parse_module(ASSERT_AFTER_CALL).definitions
+    assert check_program(program) == []
+    found = [dict(m.bindings) for m in interpret(program, program["Main"].body, parse("f(c, d)"))]
+    assert found == [{"z": parse("d"), "x": parse("d")}]
