@@ -45,12 +45,13 @@ def show_value(v: Any) -> str:
 @dataclass(frozen=True)
 class Failure:
     """One failing step: its kind (the interpreter's reason), the message, the graph node it
-    was looking at, how many operators had matched before it (``depth``), and the pattern."""
+    was looking at, how far the derivation had got (operators entered, sub-patterns matched),
+    and the pattern step."""
 
     reason: str
     message: str
     node: str | None
-    depth: int
+    progress: tuple[int, int]
     pattern: Pattern
 
     @property
@@ -111,45 +112,47 @@ def describe(p: Pattern, v: Any, sigma: dict[str, Any], reason: str, info: dict[
 
 class DeepestFailure(Interpreter):
     """The interpreter with a tracer that keeps the failing step of the deepest partial match:
-    the one reached with the most progress on the current derivation (operators entered and
-    sub-patterns matched), the first such step on ties, in the interpreter's order."""
+    the one reached with the most operator terms entered on the current derivation (then the
+    most sub-patterns matched), the first such step on ties, in the interpreter's order."""
 
     def __init__(self, program: Any, root: TermView):
         super().__init__(program, self)
         self.root = root
         self.best: Failure | None = None
         self._current: Any = root
-        self._active = 0  # progress of the current (partial) derivation
+        self._ops = 0  # operator terms entered on the current (partial) derivation
+        self._done = 0  # sub-patterns whose match the current derivation builds on
 
     def run(self, p: Pattern, v: Any, sigma: dict[str, Any]) -> Any:
-        # Progress of the current derivation: +1 for each operator entered, +1 for each
-        # sub-pattern whose match the derivation is building on (suspended after a result).
+        # Progress of the current derivation: the operators entered (graph consumed), then the
+        # sub-patterns whose match the derivation is building on (suspended after a result).
         entered = isinstance(p, (Op, OpVar)) and isinstance(v, TermView) and len(p.args) <= len(v.args) \
             and (isinstance(p, OpVar) or v.op == p.name)
         if entered:
-            self._active += 1
+            self._ops += 1
         try:
             for out in super().run(p, v, sigma):
-                self._active += 1
+                self._done += 1
                 try:
                     yield out
                 finally:
-                    self._active -= 1
+                    self._done -= 1
         finally:
             if entered:
-                self._active -= 1
+                self._ops -= 1
 
     def _args(self, ps: Any, vs: Any, i: int, sigma: Any, region: Any) -> Any:
         self._current = region[0]  # the operator term whose arguments are being matched
         return super()._args(ps, vs, i, sigma, region)
 
     def fail(self, p: Pattern, v: Any, sigma: dict[str, Any], reason: str, **info: Any) -> None:
-        if self.best is not None and self.best.depth >= self._active:
+        progress = (self._ops, self._done)
+        if self.best is not None and self.best.progress >= progress:
             return
         at = v if isinstance(v, TermView) else self._current
         node = getattr(at, "node", None)
         self.best = Failure(reason, describe(p, v, sigma, reason, info),
-                            node.name if isinstance(node, Node) else None, self._active, p)
+                            node.name if isinstance(node, Node) else None, progress, p)
 
 
 @dataclass(frozen=True)

@@ -303,6 +303,10 @@ def _place(op: str, args: tuple[Any, ...], kwargs: Mapping[str, Any],
     if layout is None:
         return tuple(args) + tuple(kwargs[k] for k in sorted(kwargs))
     names, dflts = layout
+    if not kwargs and positional is None:  # the common case: positions already canonical
+        if len(args) >= len(names):
+            return tuple(args)
+        return tuple(args) + _filled_defaults(op, names, dflts)[len(args):]
     by_name: dict[str, Any] = dict(kwargs)
     pos = positional or names
     extra: list[Any] = []
@@ -321,6 +325,17 @@ def _place(op: str, args: tuple[Any, ...], kwargs: Mapping[str, Any],
         else:
             out.append(None)
     return tuple(out) + tuple(extra)
+
+
+_FILLED: dict[str, tuple[Any, ...]] = {}
+
+
+def _filled_defaults(op: str, names: tuple[str, ...], dflts: tuple[Any, ...]) -> tuple[Any, ...]:
+    """One value per argument of op: its default, or None where it has none (cached)."""
+    out = _FILLED.get(op)
+    if out is None:
+        out = _FILLED[op] = (None,) * (len(names) - len(dflts)) + tuple(dflts)
+    return out
 
 
 _ATEN_LAYOUT: dict[Any, tuple[tuple[str, ...], tuple[Any, ...]]] = {}
@@ -660,7 +675,8 @@ class GraphView:
 
     def term(self, node: Node) -> FxTerm:
         """The term of a node (the same object for every node of its CSE class)."""
-        node = self.rep.get(node, node)
+        if self.rep:
+            node = self.rep.get(node, node)
         t = self._terms.get(node)
         if t is None:
             t = self._terms[node] = FxTerm(self, node, self.op_name(node))
@@ -672,7 +688,7 @@ class GraphView:
 
     def value(self, a: Any) -> Any:
         """A graph argument as a pypm value: nodes as terms, lists as tuples, literals as is."""
-        if isinstance(a, Node):
+        if type(a) is Node:
             return self.term(a)
         if isinstance(a, (list, tuple)):
             return tuple(self.value(x) for x in a)

@@ -225,3 +225,27 @@ def test_match_lists_each_match_once():
     gm = torch.fx.symbolic_trace(SPELLINGS["div-sqrt"])
     ms = pypm.match(pypm.load("attention").Attention, gm)
     assert len(ms) == 1 and ms[0]["div_by"] == pytest.approx(math.sqrt(D))
+
+
+class WithModules(nn.Module):
+    """Softmax and dropout as modules (call_module nodes in a symbolic trace)."""
+
+    def __init__(self):
+        super().__init__()
+        self.softmax = nn.Softmax(dim=-1)
+        self.drop = nn.Dropout(0.1)
+
+    def forward(self, q, k, v):
+        return self.drop(self.softmax(q @ k.transpose(-2, -1) * 0.3)) @ v
+
+
+def test_softmax_and_dropout_modules_in_eval_mode():
+    gm, report = rewrite(torch.fx.symbolic_trace(WithModules().eval()), qkv())
+    assert report.counts() == {"attention-to-sdpa": 1}
+
+
+def test_dropout_in_training_mode_is_never_rewritten():
+    gm = torch.fx.symbolic_trace(WithModules().train())
+    report = RewritePass(RULES).apply(gm, qkv())
+    assert not report.rewrites
+    assert any("the pattern says False, the graph has True" in r for r in report.reasons())
