@@ -281,7 +281,12 @@ def capture_graphs(model: Any, inputs: Sequence[Any], *, dynamic: bool = False) 
 def main(argv: Sequence[str] | None = None) -> int:
     """``pypm explain``: explain a pattern on a model's graph (by default, the standard attention
     pattern on the demo GPT model)."""
-    ap = argparse.ArgumentParser(prog="pypm explain", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(
+        prog="pypm explain",
+        description="For each candidate root of a model's graph: the match, or the deepest partial "
+                    "match with its failing step and pattern line.",
+        epilog="example: pypm explain attention -p Attention -m mymodels:build  "
+               "(build() returns (model, example_inputs))")
     ap.add_argument("patterns", nargs="?", default="attention",
                     help="pattern file or standard library name (default: attention)")
     ap.add_argument("--pattern", "-p", default="Attention", help="pattern name (default: Attention)")
