@@ -98,3 +98,19 @@ def test_cli_on_a_model(trace, capsys, tmp_path, monkeypatch):
 def test_cli_default_is_the_demo_model(capsys):
     assert main([]) == 0
     assert "matched: q=" in capsys.readouterr().out
+
+
+def test_causal_guard_false_is_explained_with_the_mask():
+    class Shifted(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bias = torch.nn.Parameter(torch.tril(torch.ones(4, 4), diagonal=1), requires_grad=False)
+
+        def forward(self, q, k, v):
+            att = (q @ k.transpose(-2, -1)).masked_fill(self.bias == 0, float("-inf"))
+            return att.softmax(-1) @ v
+
+    e = explain(pypm.load("attention").CausalMasked, graph(Shifted()))
+    (r,) = e.roots
+    assert r.failure.reason == "guard" and "causal_mask(causal, s)" in r.failure.message
+    assert "causal = %eq (eq, bool[4, 4])" in r.failure.message and "fill = -inf" in r.failure.message
