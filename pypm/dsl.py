@@ -22,6 +22,7 @@ from .check import check_program
 from .errors import PatternImportError, PypmError, ScopeError, Source, Span, UnknownPatternError
 from .match import Interpreter, Match, Tracer
 from .parse import ParsedModule, SImport, parse_module
+from .placement import place_guards
 from .syntax import Call, Definition, Program
 
 
@@ -37,6 +38,7 @@ class PatternDef:
         self.definition = definition
         self._resolver = resolver
         self._program = program
+        self._placed: Program | None = None
         self.__doc__ = definition.doc
 
     @property
@@ -52,8 +54,9 @@ class PatternDef:
         return self.definition.span
 
     @property
-    def program(self) -> Program:
-        """Δ: this definition and every definition it can reach, checked for well-formedness."""
+    def source_program(self) -> Program:
+        """Δ as written (desugared): this definition and every definition it can reach, checked
+        for well-formedness. Programs are merged at this level."""
         if self._program is None:
             assert self._resolver is not None
             program = self._resolver()
@@ -63,9 +66,17 @@ class PatternDef:
             self._program = program
         return self._program
 
+    @property
+    def program(self) -> Program:
+        """Δ as matched: :attr:`source_program` with each guard moved to the earliest point
+        where its variables are bound (same results, earlier pruning)."""
+        if self._placed is None:
+            self._placed = place_guards(self.source_program)
+        return self._placed
+
     def link(self) -> PatternDef:
         """Resolve calls and check the program now (errors raise here)."""
-        _ = self.program
+        _ = self.source_program
         return self
 
     def matches(self, value: Any, *, tracer: Tracer | None = None, **bound: Any) -> Iterator[Match]:
@@ -167,7 +178,7 @@ def _closure(root: Definition, env: dict[str, PatternDef]) -> Program:
             if target is None:
                 continue  # reported by the checker as an unknown pattern, with its line
             if target._program is not None or target._resolver is None:
-                for k, v in target.program.items():
+                for k, v in target.source_program.items():
                     _add(program, k, v)
             else:
                 _add(program, name, target.definition)
@@ -294,7 +305,7 @@ def _link_module(parsed: ParsedModule, imported: dict[str, PatternDef], name: st
                  path: Path | None) -> PatternModule:
     program: Program = {}
     for alias, pdef in imported.items():
-        for k, v in pdef.program.items():
+        for k, v in pdef.source_program.items():
             _add(program, k, v)
         if alias != pdef.name:
             raise PatternImportError(f"`import {pdef.name} as {alias}`: renaming patterns on import "
@@ -364,7 +375,7 @@ def _all_errors(path: Path) -> list[PypmError]:
         return [e]
     program: Program = {}
     for pdef in imported.values():
-        program.update(pdef.program)
+        program.update(pdef.source_program)
     program.update(parsed.definitions)
     failed = {e.pattern for e in errors}
     errors += [e for e in check_program(program, list(parsed.definitions))

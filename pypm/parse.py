@@ -59,7 +59,6 @@ from .syntax import (
     Then,
     Var,
     Wild,
-    guard_free_vars,
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -893,59 +892,12 @@ class _Desugar:
         raise self.err(GuardError, f"not a guard expression ({k})", sp)
 
 
-def _binds(p: Pattern) -> frozenset[str]:
-    """Variables p binds, optimistically (calls bind all their arguments); used only to place
-    guards, the checker decides for real."""
-    match p:
-        case Var(x):
-            return frozenset((x,))
-        case Op(_, args):
-            return frozenset().union(*(_binds(a) for a in args))
-        case OpVar(x, args):
-            return frozenset((x,)).union(*(_binds(a) for a in args))
-        case Alt(left, right):
-            return _binds(left) & _binds(right)
-        case Exists(x, body):
-            return _binds(body) - {x}
-        case Call(_, args):
-            return frozenset(args)
-        case Guard(body, _):
-            return _binds(body)
-        case Then(body, _, q):
-            return _binds(body) | _binds(q)
-    return frozenset()
-
-
 def _place_guards(body: Pattern, guards: list[tuple[GExpr, Span]]) -> Pattern:
-    """Attach each guard at the earliest point where its variables are bound: inside operator
-    arguments when the prefix up to that argument binds them, else around the Then-chain."""
+    """``assert g`` is the guard ``body ? g`` (§7); :mod:`pypm.placement` moves it to where its
+    variables are first definitely bound once the program is linked and checked."""
     for g, sp in guards:
-        body = _attach(body, g, sp, frozenset())
+        body = Guard(body, g, span=sp)
     return body
-
-
-def _attach(p: Pattern, g: GExpr, sp: Span, before: frozenset[str]) -> Pattern:
-    need = guard_free_vars(g)
-    if isinstance(p, Op | OpVar):
-        bound = before | ({p.var} if isinstance(p, OpVar) else frozenset())
-        args = list(p.args)
-        for i, a in enumerate(args):
-            after = bound | _binds(a)
-            if need <= after:
-                if need <= bound:
-                    break  # already bound before this argument: guard the whole node
-                args[i] = _attach(a, g, sp, bound)
-                return type(p)(p.name if isinstance(p, Op) else p.var, tuple(args), span=p.span)
-            bound = after
-        return Guard(p, g, span=sp)
-    if isinstance(p, Then):
-        after_body = before | _binds(p.body)
-        if need <= after_body:
-            return Then(_attach(p.body, g, sp, before), p.var, p.pat, span=p.span)
-        if need <= after_body | _binds(p.pat):
-            return Then(p.body, p.var, _attach(p.pat, g, sp, after_body), span=p.span)
-        return Guard(p, g, span=sp)
-    return Guard(p, g, span=sp)
 
 
 # ---------------------------------------------------------------------------------------------

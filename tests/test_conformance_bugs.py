@@ -72,8 +72,6 @@ def R(y):
 '''
 
 
-@pytest.mark.xfail(strict=True, reason="parse.py places `assert` by an optimistic binding analysis "
-                   "(a call binds all its arguments), here before R(z), which does not bind z")
 def test_assert_is_placed_where_its_variables_are_definitely_bound():
     program = parse_module(ASSERT_AFTER_CALL).definitions
     assert check_program(program) == []

@@ -142,11 +142,23 @@ def Scaled(s, c):
 
 
 def test_assert_is_a_guard_placed_where_its_variables_are_bound():
-    got = body("def P(a, b):\n    assert a == 3\n    return f(a, g(b))\n")
-    # placed on the first argument, right after `a` is bound, not after the whole term
-    assert got == Op("f", (Guard(Var("a"), got.args[0].cond), Op("g", (Var("b"),))))
-    same_results("def P(a, b):\n    assert a == 3\n    return f(a, g(b))\n",
-                 Guard(Op("f", (Var("a"), Op("g", (Var("b"),)))), got.args[0].cond))
+    text = "def P(a, b):\n    assert a == 3\n    return f(a, g(b))\n"
+    written = body(text)  # as desugared: the guard around the whole body (§7)
+    assert written == Guard(Op("f", (Var("a"), Op("g", (Var("b"),)))), written.cond)
+    # as matched: on the first argument, right after `a` is bound, not after the whole term
+    placed = pypm.loads(text).P.program["P"].body
+    assert placed == Op("f", (Guard(Var("a"), written.cond), Op("g", (Var("b"),))))
+    same_results(text, Guard(Op("f", (Var("a"), Op("g", (Var("b"),)))), written.cond))
+
+
+def test_assert_waits_for_a_call_that_does_not_bind_its_argument():
+    # R does not bind y, so `z != 0` must wait for `(z := x)`: placing it right after R(z)
+    # would test an unbound z (conformance counterexample, tests/test_conformance_bugs.py)
+    text = "def P(x, z):\n    assert z != 0\n    return f(R(z), (z := x))\ndef R(y):\n    return c()\n"
+    placed = pypm.loads(text).P.program["P"].body
+    assert placed.args[0] == Call("R", ("z",))
+    cond = pypm.loads(text).P.source_program["P"].body.cond
+    assert placed.args[1] == Then(Guard(Var("z"), cond), "z", Var("x"))
 
 
 def test_conditional_expression_is_a_guard():
