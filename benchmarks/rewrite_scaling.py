@@ -3,8 +3,16 @@ and inductor's PatternMatcherPass with an equivalent pattern, on the same transf
 
 Each graph is a stack of pre-norm transformer layers traced with torch.fx.symbolic_trace (with
 shapes recorded, as dynamo and inductor graphs have them), about 1k, 8k and 50k nodes. Each
-tool rewrites its own copy of the graph once; the table prints seconds, rewrites found, ns per
-node, and pypm's speed-up. Run: ``python benchmarks/rewrite_scaling.py [--sizes 1000 8000 50000]``.
+tool rewrites its own fresh copy of the graph once, after a warm-up on a 2-layer graph (imports,
+pattern loading); the table prints seconds, rewrites found, microseconds per node for pypm,
+replace_pattern's time over pypm's, and pypm's time over inductor's.
+
+What each time covers: pypm, the whole ``RewritePass.apply`` on the graph (CSE, matching with
+the full standard attention pattern and its alternatives, safety and type checks, DCE, report,
+``graph.lint()``; no recompile, like an inductor pass); replace_pattern, its own call (which
+recompiles the module); inductor, ``PatternMatcherPass.apply`` with a hand-written pattern for
+the one spelling present in the graph. Run:
+``python benchmarks/rewrite_scaling.py [--sizes 1000 8000 50000]``.
 """
 
 from __future__ import annotations
