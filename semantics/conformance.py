@@ -99,6 +99,10 @@ def _accepted_terminates(case: Case, stats: Stats) -> None:
     stats.add(None, *case_size(case))
 
 
+def _placement(case: Case, stats: Stats) -> None:
+    stats.add(props.placement_preserves(case), *case_size(case))
+
+
 def _accepts(program: Any, stats: Stats) -> None:
     props.accepted(program)
     from pypm.syntax import size
@@ -139,6 +143,7 @@ def property_table(interpret: Any = None) -> dict[str, tuple[Any, Callable[[Any,
         table["wf-rejects"] = (ill_formed_programs(), _rejects)
         table["desugaring"] = (desugar_cases(), _desugar)
         table["wf-terminates"] = (cases(loose=True), _accepted_terminates)
+        table["placement"] = (cases(), _placement)
     return table
 
 

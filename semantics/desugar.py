@@ -314,7 +314,25 @@ def agree(case: DesugarCase) -> int:  # type: ignore[override]
         raise DesugarMismatch(f"parsed program gives {len(got)} distinct results, hand-written core "
                               f"{len(want)}:\n  parsed {sorted(got.values())}\n  core   "
                               f"{sorted(want.values())}")
+    placed = _placed(parsed)  # what pypm.loads runs: asserts moved to where they can run
+    if placed is not None:
+        got = _results(placed, case.value, dict(case.sigma))
+        if got.keys() != want.keys():
+            raise DesugarMismatch(f"after guard placement, the parsed program gives {len(got)} distinct "
+                                  f"results, hand-written core {len(want)}:\n  placed "
+                                  f"{sorted(got.values())}\n  core   {sorted(want.values())}")
     return len(want)
+
+
+def _placed(program: Program) -> Program | None:
+    """The program after :mod:`pypm.placement`, when it is well-formed and the pass exists."""
+    from pypm.check import check_program
+
+    try:
+        from pypm.placement import place_guards
+    except ImportError:
+        return None
+    return None if check_program(program) else place_guards(program)
 
 
 __all__ = ["Conj", "DesugarCase", "DesugarMismatch", "SugarCall", "SugarDef", "agree", "desugar_cases",

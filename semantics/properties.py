@@ -20,11 +20,11 @@ from typing import Any
 
 from pypm.match import Interpreter, Match
 from pypm.match import interpret as real_interpret
-from pypm.syntax import Pattern, Program, free_vars, size
+from pypm.syntax import Pattern, Program, free_vars, show, size
 from pypm.terms import show_value, term_size
 
 from .declarative import Checker, DeclarativeLoop, match_set, subst_leq
-from .generators import Case
+from .generators import MAIN, Case
 
 Interpret = Callable[..., Iterator[Match]]
 
@@ -157,6 +157,27 @@ def rejected(program: Program, kind: str) -> None:
                               "".join(f"\n  {type(e).__name__}: {e.message}" for e in errors))
 
 
+def placement_preserves(case: Case) -> int | None:
+    """Moving guards to where their variables are bound (:mod:`pypm.placement`) changes no
+    result, nor their order, on a checked program. Returns the number of results (None when the
+    placement pass is not there)."""
+    try:
+        from pypm.placement import place_guards
+    except ImportError:
+        return None
+    placed = place_guards(case.program)
+    before = results(case)
+    after = [dict(m.bindings)
+             for m in real_interpret(placed, placed[MAIN].body, case.value, dict(case.sigma))]
+    same = len(before) == len(after) and all(subst_leq(a, b) and subst_leq(b, a)
+                                             for a, b in zip(before, after))
+    if not same:
+        raise PropertyFailure(f"guard placement changes the results: {[show_subst(s) for s in before]} "
+                              f"before, {[show_subst(s) for s in after]} after; placed Main is "
+                              f"{show(placed[MAIN].body)}")
+    return len(after)
+
+
 def declarative_terminates(case: Case) -> None:
     """The declarative checker meets no self-dependent goal on a generated program."""
     try:
@@ -166,4 +187,5 @@ def declarative_terminates(case: Case) -> None:
 
 
 __all__ = ["PropertyFailure", "accepted", "accepted_terminates", "completeness", "declarative_terminates",
-           "fuel_bound", "rejected", "results", "show_subst", "soundness", "terminates"]
+           "fuel_bound", "placement_preserves", "rejected", "results", "show_subst", "soundness",
+           "terminates"]

@@ -56,6 +56,13 @@ def test_every_program_the_checker_accepts_terminates(case: Case):
 
 
 @ci
+@given(cases())
+def test_guard_placement_changes_no_result(case: Case):
+    pytest.importorskip("pypm.placement")
+    props.placement_preserves(case)
+
+
+@ci
 @given(programs())
 def test_checker_accepts_every_generated_program(program):
     props.accepted(program)
