@@ -24,8 +24,12 @@ from pypm.syntax import (
     Call,
     Definition,
     Exists,
+    GBinary,
+    GCompare,
+    GConst,
     GExpr,
     Guard,
+    GUnary,
     Lit,
     Op,
     OpVar,
@@ -59,11 +63,15 @@ class Conj:
 
 @dataclass(frozen=True)
 class SugarCall:
-    """``P(a1..an)`` with some non-variable arguments; ``fresh`` names their core variables."""
+    """``P(a1..an)`` with some non-variable arguments, or with keyword arguments from position
+    ``keywords`` on (``params`` names them; an omitted one is None). ``fresh`` names the core
+    variables of the non-variable and omitted arguments, in order."""
 
     name: str
-    args: tuple[Any, ...]       # str (a variable) or a pattern
+    args: tuple[Any, ...]       # str (a variable), a pattern, or None (omitted keyword)
     fresh: tuple[str, ...]
+    params: tuple[str, ...] = ()
+    keywords: int | None = None
 
 
 @dataclass(frozen=True)
@@ -105,8 +113,13 @@ def sugar_source(p: Any) -> str:
             if walrus:
                 return f"({left.name} := {sugar_source(right)})"
             return f"({sugar_source(left)} & {sugar_source(right)})"
-        case SugarCall(name, args, _):
-            return f"{name}({', '.join(a if isinstance(a, str) else sugar_source(a) for a in args)})"
+        case SugarCall(name, args, _, params, keywords):
+            def one(a: Any) -> str:
+                return a if isinstance(a, str) else sugar_source(a)
+            k = len(args) if keywords is None else keywords
+            parts = [one(a) for a in args[:k]]
+            parts += [f"{params[i]}={one(a)}" for i, a in enumerate(args) if i >= k and a is not None]
+            return f"{name}({', '.join(parts)})"
         case Op(f, (a, b)) if f in INFIX:
             return f"({sugar_source(a)} {INFIX[f]} {sugar_source(b)})"
         case Op("neg", (a,)) if not isinstance(a, Lit):
@@ -134,6 +147,7 @@ def expand(p: Any) -> Pattern:
                 return Then(left, left.name, expand(right))
             return Exists(z, Then(Then(Var(z), z, expand(left)), z, expand(right)))
         case SugarCall(name, args, fresh):
+            # P(.., a, ..) = ∃y. P(.., y, ..) ; y ≍ a; an omitted keyword or `_` is just ∃y.
             names = list(a if isinstance(a, str) else None for a in args)
             k = iter(fresh)
             thens = []
@@ -141,7 +155,7 @@ def expand(p: Any) -> Pattern:
                 if not isinstance(a, str):
                     y = next(k)
                     names[i] = y
-                    if not isinstance(a, Wild):
+                    if a is not None and not isinstance(a, Wild):
                         thens.append((y, a))
             out: Pattern = Call(name, tuple(names))  # type: ignore[arg-type]
             for y, a in thens:
@@ -179,10 +193,24 @@ def _rename_ops(p: Pattern) -> Pattern:
         case Exists(x, body):
             return Exists(x, _rename_ops(body))
         case Guard(body, cond):
-            return Guard(_rename_ops(body), cond)
+            return Guard(_rename_ops(body), _rename_guard_ops(cond))
         case Then(body, x, q):
             return Then(_rename_ops(body), x, _rename_ops(q))
     return p
+
+
+def _rename_guard_ops(g: GExpr) -> GExpr:
+    """Operator names compared in a guard (``o == "f"``), renamed like the operators."""
+    match g:
+        case GConst(str(name)) if name in RENAME:
+            return GConst(RENAME[name])
+        case GCompare(first, rest):
+            return GCompare(_rename_guard_ops(first), tuple((op, _rename_guard_ops(e)) for op, e in rest))
+        case GUnary(op, operand):
+            return GUnary(op, _rename_guard_ops(operand))
+        case GBinary(op, left, right):
+            return GBinary(op, _rename_guard_ops(left), _rename_guard_ops(right))
+    return g
 
 
 def _rename_value(v: Any, memo: dict[int, Any]) -> Any:
@@ -222,6 +250,11 @@ class _Sprinkler:
                 callee = self.program[name]
                 if callee.params[i] in callee.op_params:
                     return p
+                if self.draw(_BOOL):  # keyword arguments from position i on, some omitted
+                    kw_args = tuple(None if j >= i and self.draw(_ints(0, 2)) == 0 else x
+                                    for j, x in enumerate(xs))
+                    fresh = tuple(self.fresh("a") for a in kw_args if a is None)
+                    return SugarCall(name, kw_args, fresh, callee.params, i)
                 arg: Pattern = Wild() if self.draw(_BOOL) else Op("neg", (Var(xs[i]),))
                 args = tuple(arg if j == i else x for j, x in enumerate(xs))
                 return SugarCall(name, args, (self.fresh("a"),))
