@@ -23,7 +23,8 @@ import torch
 import torch.fx
 
 from .errors import PypmError
-from .fx import GraphView, call_of, has_types, node_source, propagate_types, resolve, root_ops
+from .fx import GraphView, call_of, has_types, node_source, propagate_types, resolve
+from .index import root_ops
 from .match import Interpreter, Match
 from .syntax import Guard, Op, OpVar, Pattern, guard_free_vars, show, show_guard
 from .terms import TermView

@@ -31,6 +31,7 @@ import torch
 import torch.fx
 
 from . import schema
+from .index import root_ops
 from .match import Interpreter, Match
 from .syntax import Alt, Call, Definition, Exists, Fail, Guard, Op, Pattern, Program, Then, Var
 from .terms import TermView
@@ -789,28 +790,6 @@ def resolve(pattern: Any) -> tuple[Program, Definition]:
     raise TypeError(f"not a pattern: {pattern!r}")
 
 
-def root_ops(program: Program, p: Pattern, _active: frozenset[str] = frozenset()) -> frozenset[str] | None:
-    """Operator names a match of p can have at its root, or None when any term (or literal)
-    can be the root (a variable, a wildcard or an operator variable at the root)."""
-    match p:
-        case Op(name):
-            return frozenset((name,))
-        case Alt(left, right):
-            a, b = root_ops(program, left, _active), root_ops(program, right, _active)
-            return None if a is None or b is None else a | b
-        case Exists(_, body) | Guard(body, _) | Then(body, _, _):
-            return root_ops(program, body, _active)
-        case Call(name):
-            if name in _active or name not in program:
-                return frozenset()  # a left-recursive call adds no new root (rejected by check)
-            return root_ops(program, program[name].body, _active | {name})
-    from .syntax import Lit
-
-    if isinstance(p, (Fail, Lit)):
-        return frozenset()
-    return None
-
-
 # A skeleton is a necessary condition for a match, checked before the interpreter runs: None
 # (any value), or a dict from operator name to the skeletons of its first arguments. It
 # over-approximates the pattern (guards and literals are ignored, alternatives are merged
@@ -1077,7 +1056,7 @@ def node_source(node: Node) -> str:
 
 __all__ = ["CSE", "FxTerm", "GraphView", "ParamTerm", "Skeleton", "TargetNames", "cse", "cse_classes",
            "fetch_attr", "fits", "function_name", "has_types", "infer_value", "is_impure", "match_graph",
-           "meta_value", "node_source", "propagate_types", "resolve", "root_ops", "size_value", "skeleton",
+           "meta_value", "node_source", "propagate_types", "resolve", "size_value", "skeleton",
            "target_name"]
 
 

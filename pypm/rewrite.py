@@ -55,10 +55,10 @@ from .fx import (
     node_source,
     propagate_types,
     resolve,
-    root_ops,
     size_value,
     skeleton,
 )
+from .index import root_ops
 from .match import Interpreter, Match
 from .syntax import Call, Definition, Program
 from .terms import TermView
