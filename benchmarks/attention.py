@@ -309,7 +309,8 @@ def main():
     ap.add_argument("--out", default=os.environ.get("OUT"))
     ap.add_argument("--only", nargs="*", help="methods to time (default: all)")
     ap.add_argument("--overhead", action="store_true", help="host overhead at a tiny shape")
-    ap.add_argument("--profile", action="store_true", help="cProfile the host side of small calls")
+    ap.add_argument("--profile", action="store_true", help="profile the host side of small calls")
+    ap.add_argument("--inductor", action="store_true", help="only the torch.compile(inductor) check")
     args = ap.parse_args()
     import triton
     print(f"GPU {torch.cuda.get_device_name()} torch {torch.__version__} triton {triton.__version__}",
@@ -318,6 +319,8 @@ def main():
         run_overhead()
     if args.profile:
         run_profile()
+    if args.inductor and not run_inductor_check():
+        print("CHECK FAILED", flush=True)
     if args.check and not (run_check() and run_inductor_check()):
         print("CHECK FAILED", flush=True)
     if not args.no_bench:

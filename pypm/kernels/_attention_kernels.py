@@ -212,6 +212,7 @@ def attn_fwd_kernel(
     tl.static_assert(BLOCK_D >= 16)  # tl.dot needs every dimension >= 16
     tl.static_assert(BLOCK_M % 16 == 0 and BLOCK_N % 16 == 0)
     PAD_D: tl.constexpr = BLOCK_D != HEAD_DIM
+    qk_scale = tl.cast(qk_scale, tl.float32)  # float arguments arrive as fp64 from inductor
     start_m = _block_start(BLOCK_M, IS_CAUSAL)
     bh = tl.program_id(1)
     b = (bh // H).to(tl.int64)
@@ -344,6 +345,7 @@ def attn_bwd_dkdv_kernel(
     tl.static_assert(BLOCK_D >= HEAD_DIM)
     tl.static_assert(BLOCK_M % 16 == 0 and BLOCK_N % 16 == 0)
     PAD_D: tl.constexpr = BLOCK_D != HEAD_DIM
+    qk_scale, scale = tl.cast(qk_scale, tl.float32), tl.cast(scale, tl.float32)  # fp64 from inductor
     start_n = tl.program_id(0) * BLOCK_N
     bhk = tl.program_id(1)
     b = (bhk // Hkv).to(tl.int64)
@@ -445,6 +447,7 @@ def attn_bwd_dq_kernel(
     tl.static_assert(BLOCK_D >= HEAD_DIM)
     tl.static_assert(BLOCK_M % 16 == 0 and BLOCK_N % 16 == 0)
     PAD_D: tl.constexpr = BLOCK_D != HEAD_DIM
+    qk_scale, scale = tl.cast(qk_scale, tl.float32), tl.cast(scale, tl.float32)  # fp64 from inductor
     start_m = _block_start(BLOCK_M, IS_CAUSAL)
     bh = tl.program_id(1)
     b = (bh // H).to(tl.int64)

@@ -64,6 +64,7 @@ def norm_fwd_kernel(X, W, B, Y, MEAN, RSTD, N, stride_x, stride_y, eps,
                     HAS_W: tl.constexpr, HAS_B: tl.constexpr):
     """y = (x − mean) · rstd · w + b over one row (mean = 0 without ``CENTER``)."""
     tl.static_assert(BLOCK_N % 16 == 0)
+    eps = tl.cast(eps, tl.float32)  # float arguments arrive as fp64 from inductor
     row = tl.program_id(0).to(tl.int64)
     x_row = X + row * stride_x
     y_row = Y + row * stride_y
