@@ -150,3 +150,22 @@ def test_misses_explain_candidate_roots_that_survive():
     report = check(gm, [to_silu])
     (m,) = report.misses
     assert "expected operator sigmoid, found %tanh" in m.reason
+
+
+@pypm.pattern
+def SimpleAttention(q, k, v, scale):
+    return softmax(q @ transpose(k, -2, -1) * scale, dim=-1) @ v  # noqa: F821 (pattern, not Python)
+
+
+@rule(SimpleAttention, name="simple-attention", priority=10)
+def simple_to_sdpa(q, k, v, scale):
+    return torch.nn.functional.scaled_dot_product_attention(q, k, v, scale=scale)
+
+
+def test_front_page_example_pattern_rule_pass_match():
+    gm = traced(lambda q, k, v: (q @ k.transpose(-2, -1) * 0.5).softmax(-1) @ v)
+    inputs = tuple(torch.randn(1, 2, 3, 4) for _ in range(3))
+    assert len(pypm.match(SimpleAttention, gm)) == 1
+    report = check(gm, [simple_to_sdpa], inputs)
+    assert report.rewrites[0].bindings["scale"] == "0.5"
+    assert pypm.match(SimpleAttention, gm) == []
