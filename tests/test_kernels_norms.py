@@ -148,3 +148,33 @@ def test_torch_compile_fullgraph_forward_and_backward():
     ref_block.load_state_dict(block.state_dict())
     expected = ref_block(ref_x)
     torch.testing.assert_close(out, expected)
+
+
+_WITHOUT_TRITON = """
+import builtins
+real_import = builtins.__import__
+def no_triton(name, *args, **kwargs):
+    if name == "triton" or name.startswith("triton."):
+        raise ImportError("triton is not installed")
+    return real_import(name, *args, **kwargs)
+builtins.__import__ = no_triton
+import torch
+import torch.nn.functional as F
+from pypm.kernels import attention, layer_norm, rms_norm, softmax, triton_available
+assert not triton_available()
+q = torch.randn(1, 2, 5, 8, requires_grad=True)
+out = attention(q, q, q, is_causal=True)
+out.sum().backward()
+assert torch.allclose(out, F.scaled_dot_product_attention(q, q, q, is_causal=True), atol=1e-5)
+x = torch.randn(3, 8, requires_grad=True)
+(softmax(x) + rms_norm(x, [8]) + layer_norm(x, [8])).sum().backward()
+"""
+
+
+def test_import_and_every_op_work_without_triton():
+    import subprocess
+    from pathlib import Path
+
+    result = subprocess.run([sys.executable, "-c", _WITHOUT_TRITON], capture_output=True, text=True,
+                            timeout=120, cwd=Path(__file__).resolve().parents[1])
+    assert result.returncode == 0, result.stderr[-2000:]
