@@ -114,8 +114,10 @@ def _time(fn: Any, args: tuple[Any, ...], iters: int) -> float:
     return (time.perf_counter() - start) / iters
 
 
-def run(cfg: GPTConfig, *, batch: int, tokens: int, inner: str, dynamic: bool, iters: int) -> dict[str, Any]:
-    """Compile the demo model with the pypm backend and measure it; returns the figures."""
+def run(cfg: GPTConfig, *, batch: int, tokens: int, inner: str, dynamic: bool, iters: int,
+        baseline: bool = False) -> dict[str, Any]:
+    """Compile the demo model with the pypm backend and measure it; returns the figures
+    (with ``baseline``, also the inner compiler alone, without pypm's rules)."""
     import pypm.backend
 
     model, (idx,) = example(cfg, batch, tokens)
@@ -131,11 +133,16 @@ def run(cfg: GPTConfig, *, batch: int, tokens: int, inner: str, dynamic: bool, i
     for rep in be.reports:
         for k, n in rep.counts().items():
             counts[k] = counts.get(k, 0) + n
-    return {
+    figures = {
         "counts": counts, "reports": be.reports, "max_abs_diff": (out - ref).abs().max().item(),
         "eager_s": _time(model, (idx,), iters), "compiled_s": _time(compiled, (idx,), iters),
-        "compile_s": compile_s,
+        "compile_s": compile_s, "baseline_s": None,
     }
+    if baseline:
+        torch._dynamo.reset()
+        plain = torch.compile(model, backend=inner, dynamic=dynamic)
+        figures["baseline_s"] = _time(plain, (idx,), iters)
+    return figures
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -152,10 +159,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--inner", default="inductor", help="inner compiler: inductor, aot_eager, eager")
     ap.add_argument("--dynamic", action="store_true", help="compile with dynamic=True")
     ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--baseline", action="store_true", help="also time the inner compiler without pypm")
     ap.add_argument("--verbose", "-v", action="store_true", help="print the rewrite reports")
     a = ap.parse_args(argv)
     cfg = GPTConfig(layers=a.layers, width=a.width, heads=a.heads, block=max(a.tokens, 16))
-    r = run(cfg, batch=a.batch, tokens=a.tokens, inner=a.inner, dynamic=a.dynamic, iters=a.iters)
+    r = run(cfg, batch=a.batch, tokens=a.tokens, inner=a.inner, dynamic=a.dynamic, iters=a.iters,
+            baseline=a.baseline)
     dev = "CPU" if not torch.cuda.is_available() else torch.cuda.get_device_name()
     print(f"pypm demo: GPT ({cfg.layers} layers, width {cfg.width}, {cfg.heads} heads), batch "
           f"{a.batch} x {a.tokens} tokens, {dev}, torch {torch.__version__}, "
@@ -169,6 +178,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{'eager':<28}{r['eager_s'] * 1e3:>8.2f} ms")
     print(f"{'compiled (pypm)':<28}{r['compiled_s'] * 1e3:>8.2f} ms   "
           f"({r['eager_s'] / r['compiled_s']:.2f}x eager)")
+    if r["baseline_s"] is not None:
+        print(f"{'compiled (' + a.inner + ' only)':<28}{r['baseline_s'] * 1e3:>8.2f} ms   "
+              f"({r['eager_s'] / r['baseline_s']:.2f}x eager)")
     print(f"{'first call (compile)':<28}{r['compile_s']:>8.2f} s")
     if a.verbose:
         for rep in r["reports"]:
