@@ -1195,11 +1195,24 @@ def causal_mask(mask: Any, scores: Any) -> bool:
     return triangle_kind(mask) == _UPPER
 
 
+def causal_keep(keep: Any, scores: Any) -> bool:
+    """Guard function: ``keep`` (the condition of ``where(keep, scores, -inf)``, True where a
+    score is kept) is provably the lower triangle over the last two dims of ``scores``."""
+    if not isinstance(keep, TermView) or not isinstance(scores, TermView):
+        return False
+    if keep.shape is None or scores.shape is None or len(keep.shape) < 2 or len(scores.shape) < 2:
+        return False
+    if not _same_sizes(keep.shape[-2:], scores.shape[-2:]):
+        return False
+    return triangle_kind(keep) == _LOWER
+
+
 def _register_guards() -> None:
     from .guards import guard_function, known_functions
 
-    if "causal_mask" not in known_functions():
-        guard_function(causal_mask, name="causal_mask")
+    for name, fn in (("causal_mask", causal_mask), ("causal_keep", causal_keep)):
+        if name not in known_functions():
+            guard_function(fn, name=name)
 
 
 _register_guards()

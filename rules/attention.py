@@ -2,7 +2,8 @@
 
 The pattern (``patterns/attention.pypm``) binds q, k, v, the scale (``mul_by`` or ``div_by``,
 read from the graph, never assumed to be 1/sqrt(d)) and the mask: ``causal`` when the guard
-``causal_mask`` proved it is the strict upper triangle, ``mask`` for any other boolean mask,
+``causal_mask``/``causal_keep`` proved it is the causal triangle, ``mask`` for any other boolean
+mask given to ``masked_fill`` (True masks out), ``keep`` for one given to ``where`` (True keeps),
 ``bias`` for an additive one. The body picks the matching call, or declines with a reason.
 """
 
@@ -56,16 +57,17 @@ def scale_of(q: Any, mul_by: Any, div_by: Any) -> tuple[Any, float]:
 
 
 @rule(Attention, name="attention-to-sdpa", priority=10)
-def attention_to_sdpa(q, k, v, mul_by, div_by, causal, mask, fill, bias):
+def attention_to_sdpa(q, k, v, mul_by, div_by, causal, mask, keep, fill, bias):
     """One ``scaled_dot_product_attention`` call for the whole computation."""
     q, scale = scale_of(q, mul_by, div_by)
     if causal is not None:
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
-    if mask is not None:
+    if mask is not None or keep is not None:
         if not (isinstance(fill, float) and math.isinf(fill) and fill < 0):
             raise Decline(f"the mask fills {fill!r}, not -inf: a fully masked row would differ "
                           "from scaled_dot_product_attention")
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=torch.logical_not(mask), scale=scale)
+        attend = torch.logical_not(mask) if mask is not None else keep
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attend, scale=scale)
     if bias is not None:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
     return F.scaled_dot_product_attention(q, k, v, scale=scale)

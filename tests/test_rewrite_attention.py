@@ -68,6 +68,8 @@ SPELLINGS = {
     "causal-triu": lambda q, k, v: F.softmax(
         (q @ k.transpose(-2, -1)).masked_fill(torch.triu(torch.ones(T, T), diagonal=1).bool(),
                                               float("-inf")) * 0.5, -1) @ v,
+    "causal-where": lambda q, k, v: F.softmax(torch.where(
+        torch.tril(torch.ones(T, T)) == 1, q @ k.transpose(-2, -1) * 0.4, float("-inf")), -1) @ v,
     "dropout-off": lambda q, k, v: F.dropout(F.softmax(q @ k.transpose(-2, -1) * 0.2, -1), 0.1,
                                              training=False) @ v,
     "llama-upcast": lambda q, k, v: torch.matmul(
@@ -115,7 +117,7 @@ def test_causal_buffer_mask_becomes_is_causal():
     assert "causal" in report.rewrites[0].bindings
 
 
-@pytest.mark.parametrize("name", ["causal-tril", "causal-triu"])
+@pytest.mark.parametrize("name", ["causal-tril", "causal-triu", "causal-where"])
 def test_causal_mask_built_in_forward_becomes_is_causal(name):
     gm, _ = rewrite(SPELLINGS[name], qkv())
     (n,) = sdpa_nodes(gm)
@@ -146,6 +148,17 @@ def test_mask_given_as_input_is_passed_as_attn_mask():
     gm, _report = rewrite(fn, (*qkv(), mask))
     (n,) = sdpa_nodes(gm)
     assert not n.kwargs.get("is_causal") and n.kwargs["attn_mask"] is not None
+
+
+def test_keep_mask_given_to_where_is_passed_as_attn_mask():
+    def fn(q, k, v, keep):
+        return F.softmax(torch.where(keep, q @ k.transpose(-2, -1), float("-inf")), -1) @ v
+
+    keep = torch.rand(T, T, generator=torch.Generator().manual_seed(2)) > 0.3
+    keep.fill_diagonal_(True)
+    gm, _ = rewrite(fn, (*qkv(), keep))
+    (n,) = sdpa_nodes(gm)
+    assert not n.kwargs.get("is_causal") and n.kwargs["attn_mask"].name == "keep"
 
 
 def test_finite_fill_with_unproved_mask_is_declined_with_reason():
@@ -240,7 +253,7 @@ class WithModules(nn.Module):
 
 
 def test_softmax_and_dropout_modules_in_eval_mode():
-    gm, report = rewrite(torch.fx.symbolic_trace(WithModules().eval()), qkv())
+    _gm, report = rewrite(torch.fx.symbolic_trace(WithModules().eval()), qkv())
     assert report.counts() == {"attention-to-sdpa": 1}
 
 
