@@ -60,6 +60,9 @@ def scale_of(q: Any, mul_by: Any, div_by: Any) -> tuple[Any, float]:
 def attention_to_sdpa(q, k, v, mul_by, div_by, causal, mask, keep, fill, bias):
     """One ``scaled_dot_product_attention`` call for the whole computation."""
     q, scale = scale_of(q, mul_by, div_by)
+    masked = causal is not None or mask is not None or keep is not None
+    if masked and mul_by is not None and not isinstance(mul_by, torch.fx.Proxy) and scale <= 0:
+        raise Decline(f"the scale {scale} is not positive, so the mask's -inf would change sign")
     if causal is not None:
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
     if mask is not None or keep is not None:

@@ -161,6 +161,24 @@ def test_keep_mask_given_to_where_is_passed_as_attn_mask():
     assert not n.kwargs.get("is_causal") and n.kwargs["attn_mask"].name == "keep"
 
 
+@pytest.mark.parametrize("fn", [
+    lambda q, k, v: F.softmax((q @ k.transpose(-2, -1) + torch.ones(T, T)) * 0.5, -1) @ v,
+    lambda q, k, v: F.softmax((q @ k.transpose(-2, -1)).masked_fill(
+        ~torch.ones(T, T, dtype=torch.bool).tril(), -1e4) * 1e-3, -1) @ v,
+], ids=["bias-then-scale", "finite-fill-then-scale"])
+def test_what_a_later_scale_would_change_is_not_rewritten(fn):
+    _gm, report = rewrite(fn, qkv())
+    assert not report.rewrites
+
+
+def test_mask_then_minus_inf_then_scale_is_causal():
+    fn = lambda q, k, v: F.softmax((q @ k.transpose(-2, -1)).masked_fill(
+        ~torch.ones(T, T, dtype=torch.bool).tril(), float("-inf")) / 4.0, -1) @ v
+    gm, _ = rewrite(fn, qkv())
+    (n,) = sdpa_nodes(gm)
+    assert n.kwargs["is_causal"] is True and n.kwargs["scale"] == 0.25
+
+
 def test_finite_fill_with_unproved_mask_is_declined_with_reason():
     def fn(q, k, v, m):
         return F.softmax((q @ k.transpose(-2, -1)).masked_fill(m, -1e9), -1) @ v
