@@ -56,13 +56,24 @@ def scale_of(q: Any, mul_by: Any, div_by: Any) -> tuple[Any, float]:
     return q, 1.0
 
 
+def _positive(v: Any) -> bool:
+    """Whether a scale applied after a -inf mask is provably positive (so -inf stays -inf)."""
+    if isinstance(v, torch.fx.Proxy):
+        val = meta_value(v.node)
+        if isinstance(val, (torch.SymInt, torch.SymFloat)):
+            return bool(getattr(val.node.expr, "is_positive", False))
+        return isinstance(val, (int, float)) and not isinstance(val, bool) and val > 0
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+
+
 @rule(Attention, name="attention-to-sdpa", priority=10)
-def attention_to_sdpa(q, k, v, mul_by, div_by, causal, mask, keep, fill, bias):
+def attention_to_sdpa(q, k, v, mul_by, div_by, mul_after, div_after, causal, mask, keep, fill, bias):
     """One ``scaled_dot_product_attention`` call for the whole computation."""
-    q, scale = scale_of(q, mul_by, div_by)
-    masked = causal is not None or mask is not None or keep is not None
-    if masked and mul_by is not None and not isinstance(mul_by, torch.fx.Proxy) and scale <= 0:
-        raise Decline(f"the scale {scale} is not positive, so the mask's -inf would change sign")
+    after = mul_after if mul_after is not None else div_after
+    if after is not None and not _positive(after):
+        raise Decline(f"the scale applied after the mask ({after!r}) is not provably positive, "
+                      "so the mask's -inf could change sign")
+    q, scale = scale_of(q, mul_by if after is None else mul_after, div_by if after is None else div_after)
     if causal is not None:
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
     if mask is not None or keep is not None:

@@ -280,3 +280,11 @@ def test_dropout_in_training_mode_is_never_rewritten():
     report = RewritePass(RULES).apply(gm, qkv())
     assert not report.rewrites
     assert any("the pattern says False, the graph has True" in r for r in report.reasons())
+
+
+def test_negative_scale_after_a_mask_is_declined_with_reason():
+    fn = lambda q, k, v: F.softmax((q @ k.transpose(-2, -1)).masked_fill(
+        ~torch.ones(T, T, dtype=torch.bool).tril(), float("-inf")) * -0.5, -1) @ v
+    report = RewritePass(RULES).apply(torch.fx.symbolic_trace(fn), qkv())  # +inf: NaN rows
+    assert not report.rewrites
+    assert any("not provably positive" in r for r in report.reasons())
