@@ -165,8 +165,10 @@ def test_keep_mask_given_to_where_is_passed_as_attn_mask():
     lambda q, k, v: F.softmax((q @ k.transpose(-2, -1) + torch.ones(T, T)) * 0.5, -1) @ v,
     lambda q, k, v: F.softmax((q @ k.transpose(-2, -1)).masked_fill(
         ~torch.ones(T, T, dtype=torch.bool).tril(), -1e4) * 1e-3, -1) @ v,
-], ids=["bias-then-scale", "finite-fill-then-scale"])
-def test_what_a_later_scale_would_change_is_not_rewritten(fn):
+    lambda q, k, v: F.softmax(torch.div(q @ k.transpose(-2, -1), 2.0, rounding_mode="floor"), -1) @ v,
+    lambda q, k, v: F.softmax(torch.add(q @ k.transpose(-2, -1), torch.ones(T, T), alpha=2.0), -1) @ v,
+], ids=["bias-then-scale", "finite-fill-then-scale", "floor-division", "add-with-alpha"])
+def test_spellings_that_compute_something_else_are_not_rewritten(fn):
     _gm, report = rewrite(fn, qkv())
     assert not report.rewrites
 
