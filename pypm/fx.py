@@ -1072,13 +1072,15 @@ def _flip(kind: str | None) -> str | None:
 
 
 def _all_true(t: Any) -> bool:
-    """A term whose every element is non-zero: ones, ones_like, full with a non-zero value."""
+    """A term whose every element is 1 (or True): ones, ones_like, full with the value 1. (Exactly
+    1, not just non-zero: a later cast to an integer dtype keeps 1 but turns 0.5 into 0.)"""
     if not isinstance(t, TermView):
         return False
     if t.op in ("ones", "ones_like", "aten.ones", "aten.ones_like"):
         return True
     if t.op in ("full", "aten.full") and len(t.args) > 1 and not isinstance(t.args[1], TermView):
-        return bool(t.args[1])
+        v = t.args[1]
+        return v is True or (not isinstance(v, bool) and isinstance(v, (int, float)) and v == 1)
     if t.op in ("to", "aten._to_copy", "contiguous", "aten.clone"):
         return _all_true(t.args[0]) if t.args else False
     return False
@@ -1093,6 +1095,8 @@ def _constant_triangle(tensor: Any) -> str | None:
 
     if isinstance(tensor, FakeTensor):
         return None
+    if tensor.dtype != torch.bool and not bool(((tensor == 0) | (tensor == 1)).all()):
+        return None  # only 0/1 masks keep their pattern through casts and comparisons
     rows, cols = tensor.shape[-2:]
     lower = torch.ones(rows, cols, dtype=torch.bool, device=tensor.device).tril()
     b = tensor != 0
@@ -1126,8 +1130,8 @@ def _index_keeps_anchor(idx: Any, ndim: int | None) -> bool:
 
 
 def triangle_kind(t: Any, owner: torch.nn.Module | None = None) -> str | None:
-    """"lower" when the (boolean view of the) mask is True exactly where j <= i in its last two
-    dims, "strict-upper" when exactly where j > i, None when that cannot be proved."""
+    """"lower" when the mask (0/1 or boolean) is 1 exactly where j <= i in its last two dims,
+    "strict-upper" when exactly where j > i, None when that cannot be proved."""
     if not isinstance(t, TermView):
         return None
     op, args = t.op, t.args

@@ -125,6 +125,7 @@ def test_causal_mask_built_in_forward_becomes_is_causal(name):
 
 
 NOT_LOWER = {
+    "half-valued": torch.tril(torch.full((16, 16), 0.5)).view(1, 1, 16, 16),
     "shifted-diagonal": torch.tril(torch.ones(16, 16), diagonal=1).view(1, 1, 16, 16),
     "upper": torch.triu(torch.ones(16, 16)).view(1, 1, 16, 16),
     "random": (torch.rand(16, 16, generator=torch.Generator().manual_seed(1)) > 0.3).float()
@@ -138,6 +139,14 @@ def test_mask_that_is_not_the_lower_triangle_is_never_is_causal(name):
     for n in sdpa_nodes(gm):
         assert not n.kwargs.get("is_causal")
         assert n.kwargs.get("attn_mask") is not None
+
+
+def test_a_cast_that_changes_the_mask_is_not_causal():
+    fn = lambda q, k, v: F.softmax((q @ k.transpose(-2, -1)).masked_fill(
+        torch.full((T, T), 0.5).tril().long() == 0, float("-inf")), -1) @ v  # all masked: NaN
+    gm = torch.fx.symbolic_trace(fn)
+    RewritePass(RULES).apply(gm, qkv())
+    assert all(not n.kwargs.get("is_causal") for n in sdpa_nodes(gm))
 
 
 def test_mask_given_as_input_is_passed_as_attn_mask():
