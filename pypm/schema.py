@@ -196,6 +196,7 @@ SIGNATURES: dict[str, tuple[str, ...]] = {
     "torch.nn.functional.softmax": ("input", "dim", "_stacklevel", "dtype"),
     "torch.nn.functional.log_softmax": ("input", "dim", "_stacklevel", "dtype"),
     "torch.nn.functional.gelu": ("input", "approximate"),
+    "torch.embedding": ("weight", "input"),  # the ATen order, not F.embedding's
 }
 
 # Methods and factories that take sizes as varargs (``x.view(B, T, C)``) or as one sequence.
