@@ -12,8 +12,16 @@ the ``vi`` are its arguments in schema position, defaults filled in:
 
 Dimension arguments are normalised (negative for ``softmax``/``transpose``/reductions,
 non-negative for ``permute``) when the input's rank is known, so ``softmax(x, 3)`` on a 4-d x
-is ``softmax(x, -1)``. Types come from ``node.meta["val"]`` (or dynamo's ``example_value``, or
-``tensor_meta``); symbolic sizes are sympy expressions.
+is ``softmax(x, -1)``; sizes given as varargs are one tuple (``x.view(B, T, C)`` is
+``view(x, (B, T, C))``); ``x.float()``, ``x.bool()``, ``x.to(dtype)`` are ``to(x, dtype)``.
+Types come from ``node.meta["val"]`` (or dynamo's ``example_value``, or ``tensor_meta``),
+computed with fake tensors by :func:`propagate_types` when missing; symbolic sizes are sympy
+expressions. The tables behind all this are in :mod:`pypm.schema`.
+
+This module also holds the mask analysis behind the guard functions ``causal_mask`` and
+``causal_keep`` (registered on import), a skeleton pre-filter for matching (a necessary
+condition checked before the matcher runs) and :func:`match_graph`, which ``pypm.match`` uses
+for graphs.
 
 Equality of graph terms is node identity *after common-subexpression elimination*: a
 :class:`GraphView` groups pure nodes with the same operator and arguments and gives each group
