@@ -279,7 +279,7 @@ def run_inductor_check() -> bool:
     def block(x, w, b, q, k, v):
         h = layer_norm(rms_norm(x, [x.shape[-1]], w), [x.shape[-1]], w, b)
         a = attention(q, k, v, is_causal=True).transpose(1, 2).flatten(2)
-        return softmax(h, -1).sum() + a.float().square().mean()
+        return (softmax(h, -1) * h).float().sum() + a.float().square().mean()  # every gradient non-zero
 
     torch.manual_seed(3)
     inputs = [torch.randn(*s, device="cuda", dtype=torch.bfloat16, requires_grad=True)
