@@ -677,6 +677,7 @@ class GraphView:
         self.rep: dict[Node, Node] = cse_classes(graph, self.owner, self.names) if cse else {}
         self._terms: dict[Node, FxTerm] = {}
         self._params: dict[str, ParamTerm] = {}
+        self._plain_targets: dict[Any, bool] = {}
 
     def op_name(self, node: Node) -> str:
         """The canonical operator name of a node (cached by target)."""
@@ -735,6 +736,8 @@ class GraphView:
         if kind == "call_function" and isinstance(target, torch._ops.OpOverload):
             vals = tuple(self.value(a) for a in _aten_place(target, args, kwargs))
             return _normalise_dims(op, vals)
+        if not kwargs and self._plain(kind, target, op):  # positions already canonical
+            return _normalise_dims(op, tuple(self.value(a) for a in _place(op, args, {})))
         bare = op
         sizes_at = schema.VARARG_SIZES.get(bare)
         if kind == "call_method":
@@ -756,6 +759,22 @@ class GraphView:
         placed = _place(op, tuple(args), kwargs, pos_names)
         vals = tuple(self.value(a) for a in placed)
         return _normalise_dims(op, vals)
+
+    def _plain(self, kind: str, target: Any, op: str) -> bool:
+        """Whether a torch-level call's positional arguments are already in schema order (no
+        varargs sizes, no dtype methods, no signature of its own); cached by target."""
+        key = (kind, target)
+        try:
+            return self._plain_targets[key]
+        except KeyError:
+            pass
+        except TypeError:
+            return False
+        plain = (op not in schema.VARARG_SIZES and op != "to" and target not in _DTYPE_METHODS
+                 and op not in ("full",) and not op.endswith("_like")
+                 and (kind == "call_method" or _positional_names(target) is None))
+        self._plain_targets[key] = plain
+        return plain
 
     def candidates(self, root_ops: frozenset[str] | None) -> Iterator[Node]:
         """Nodes (one per CSE class, in graph order) whose operator may be a pattern's root."""
