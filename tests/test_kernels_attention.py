@@ -122,6 +122,15 @@ def test_output_is_laid_out_bshd_and_lse_is_per_row(triton_on_cpu):  # noqa: F81
     assert lse.shape == (b, h, s) and lse.dtype == torch.float32  # O(B·H·S) extra memory
 
 
+@needs_triton
+def test_empty_lengths_give_empty_or_zero_outputs(triton_on_cpu):  # noqa: F811
+    q = torch.randn(1, 2, 0, 16)
+    k = torch.randn(1, 2, 5, 16)
+    assert attention(q, k, k).shape == (1, 2, 0, 16)
+    out = attention(k, q, q)  # no keys at all: every row sees nothing
+    assert out.shape == (1, 2, 5, 16) and (out == 0).all()
+
+
 def test_causal_equals_torch_when_lengths_match():
     q, k, v, _ = make_inputs(Case(torch.float32, sq=24, sk=24, layout="bhsd"))
     expected = F.scaled_dot_product_attention(q, k, v, is_causal=True)

@@ -236,7 +236,7 @@ def _attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: 
     """Forward: (out, lse) where lse (B, Hq, Sq, fp32, natural log) feeds the backward."""
     check_inputs(q, k, v, attn_mask)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
-    if use_triton(q):
+    if use_triton(q) and q.numel() and k.numel():  # empty problems: nothing to launch
         return _launch_forward(q, k, v, attn_mask, scale, is_causal)
     return _reference_forward(q, k, v, attn_mask, scale, is_causal)
 
@@ -247,7 +247,7 @@ def _attention_backward_op(grad: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Backward: (dq, dk, dv), recomputing the probabilities tile by tile from lse."""
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
-    if use_triton(q):
+    if use_triton(q) and q.numel() and k.numel():
         return _launch_backward(grad, q, k, v, out, lse, attn_mask, scale, is_causal)
     return _reference_backward(grad, q, k, v, out, lse, attn_mask, scale, is_causal)
 
