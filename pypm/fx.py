@@ -431,16 +431,25 @@ def is_impure(node: Node, op: str | None = None, owner: torch.nn.Module | None =
     return impure
 
 
+# Python builtins that compute a value and nothing else (dynamo graphs call them on sizes).
+_PURE_BUILTINS = frozenset({getattr, len, int, float, bool, abs, min, max, round, isinstance})
+
+
 def _impure_target(node: Node, op: str) -> bool:
+    """Impurity that depends on the target only. A call of a function pypm does not know (a
+    user's ``torch.fx.wrap``-ed function, say) counts as impure: it may have side effects."""
     if schema.is_random(op) or schema.is_inplace(op):
         return True
     target = node.target
     if isinstance(target, torch._ops.OpOverload):
         return bool(target._schema.is_mutable or torch.Tag.nondeterministic_seeded in target.tags)
-    if node.op == "call_function" and target in (print, setattr):
-        return True
-    if node.op == "call_function" and target is getattr:
-        return False
+    if node.op == "call_function":
+        module = getattr(target, "__module__", None) or ""
+        if module == "builtins":
+            return target not in _PURE_BUILTINS
+        if not (_is_torch_callable(target) or module in ("_operator", "operator", "math")
+                or isinstance(target, torch._ops.OpOverloadPacket)):
+            return True
     try:
         return bool(node.is_impure())
     except Exception:  # older torch: is_impure may need a module

@@ -133,6 +133,18 @@ def test_random_ops_are_never_merged():
     assert cse(gm) == 0
 
 
+def _log(x):
+    return x * 2
+
+
+torch.fx.wrap("_log")
+
+
+def test_calls_of_unknown_functions_are_never_merged():
+    gm = torch.fx.symbolic_trace(lambda x: _log(x) + _log(x))
+    assert cse(gm) == 0
+
+
 def test_nonlinear_pattern_uses_identity_after_cse():
     d = Definition("Twice", ("x",), Op("add", (Var("x"), Var("x"))))
     gm = torch.fx.symbolic_trace(lambda x: torch.sigmoid(x) + x.sigmoid())
