@@ -49,12 +49,12 @@ def transformer_dag(target_nodes: int) -> tuple[Term, int]:
         v = Term("matmul", (x, w("v")), shape=SHAPE)
         kt = Term("transpose", (k, -2, -1) if layer % 2 else (k, -1, -2), shape=SHAPE)
         s = Term("matmul", (q, kt), shape=(2, 4, 16, 16))
-        scaled = [Term("div", (s, 8.0)), Term("mul", (s, 0.125)), Term("mul", (0.125, s))][layer % 3]
+        scaled = [Term("div", (s, 8.0, None)), Term("mul", (s, 0.125)), Term("mul", (0.125, s))][layer % 3]
         p = Term("softmax", (scaled, -1))
         a = Term("matmul", (p, v), shape=SHAPE)
-        h = Term("add", (x, Term("matmul", (a, w("o")), shape=SHAPE)), shape=SHAPE)
+        h = Term("add", (x, Term("matmul", (a, w("o")), shape=SHAPE), 1), shape=SHAPE)
         m = Term("gelu", (Term("matmul", (h, w("up")), shape=SHAPE),), shape=SHAPE)
-        x = Term("add", (h, Term("matmul", (m, w("down")), shape=SHAPE)), shape=SHAPE)
+        x = Term("add", (h, Term("matmul", (m, w("down")), shape=SHAPE), 1), shape=SHAPE)
         layer += 1
         if layer * 20 >= target_nodes:  # about 20 distinct nodes per block
             return x, layer

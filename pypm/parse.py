@@ -650,7 +650,7 @@ class _Desugar:
                 return Alt(self.pattern(left), self.pattern(right), span=sp)
             if op == "&":
                 return self._conj(self.pattern(left), self.pattern(right), sp)
-            return Op(_BINOPS[op], (self.pattern(left), self.pattern(right)), span=sp)
+            return self._infix(_BINOPS[op], (self.pattern(left), self.pattern(right)), sp)
         if k == "walrus":
             name = e.value
             if name in self.params or name in self.locals:
@@ -685,6 +685,17 @@ class _Desugar:
         if k == "index":
             raise self.err(PatternSyntaxError, "indexing is only allowed in guards", sp)
         raise self.err(PatternSyntaxError, f"not a pattern ({k})", sp)
+
+    def _infix(self, op: str, operands: tuple[Pattern, ...], sp: Span) -> Pattern:
+        """``a + b`` means Python's ``+``: ``add(a, b, 1)``, never ``add(a, b, alpha=2)``. The
+        schema's defaults fill the remaining arguments (``alpha=1`` for add/sub,
+        ``rounding_mode=None`` for div), so an infix pattern matches exactly what the infix
+        operator computes; the call form ``add(a, b)`` keeps prefix arity."""
+        names = schema.arg_names(op) or ()
+        defaults = schema.defaults(op)
+        missing = len(names) - len(operands)
+        extra = tuple(Lit(d, span=sp) for d in defaults[len(defaults) - missing:]) if missing > 0 else ()
+        return Op(op, operands + extra, span=sp)
 
     def _literal_tuple(self, e: SExpr) -> tuple[Any, ...]:
         out = []

@@ -46,9 +46,11 @@ from .declarative import value_key
 from .generators import _BOOL, MAIN, Case, _guard, _ints, _pick, cases
 from .surface import guard_source, literal_source, pattern_source
 
-# Generated operators renamed to ones with infix syntax.
-RENAME = {"f": "matmul", "g": "add", "h": "mul", "aten.mm": "neg"}
-INFIX = {"matmul": "@", "add": "+", "mul": "*", "div": "/", "sub": "-"}
+# Generated operators renamed to ones with infix syntax. Only operators whose infix form adds no
+# argument: `a + b`, `a - b` and `a / b` desugar to add(a, b, 1), sub(a, b, 1), div(a, b, None)
+# (Python's defaults, LANGUAGE.md §7 as implemented), which tests/test_desugar.py covers.
+RENAME = {"f": "matmul", "g": "remainder", "h": "mul", "aten.mm": "neg"}
+INFIX = {"matmul": "@", "remainder": "%", "mul": "*", "pow": "**"}
 
 
 @dataclass(frozen=True)

@@ -27,8 +27,9 @@ from pypm.syntax import (
 from pypm.terms import parse
 
 TERMS = [
-    "matmul(a, b)", "div(a, b)", "mul(a, b)", "add(a, b)", "sub(a, b)", "neg(a)",
-    "matmul(softmax(div(matmul(q, transpose(k, -2, -1)), 8), -1), v)",
+    "matmul(a, b)", "div(a, b, None)", "mul(a, b)", "add(a, b, 1)", "sub(a, b, 1)", "neg(a)",
+    "add(a, b, 2)", "div(a, b, 'floor')",
+    "matmul(softmax(div(matmul(q, transpose(k, -2, -1)), 8, None), -1), v)",
     "matmul(softmax(mul(matmul(q, transpose(k, -1, -2)), 0.125), -1), v)",
     "matmul(softmax(mul(0.125, matmul(q, transpose(k, -1, -2))), -1), v)",
     "softmax(a, -1)", "softmax(a, 1)", "softmax(a, -1, None)", "f(g(a), g(a))", "f(g(a), g(b))",
@@ -53,10 +54,20 @@ def same_results(surface: str, core, program=None, name: str = "P"):
         assert got == want, (text, show(d.body), show(core))
 
 
-@pytest.mark.parametrize("op,name", [("@", "matmul"), ("/", "div"), ("*", "mul"), ("+", "add"),
-                                     ("-", "sub")])
-def test_binary_operators_are_operator_patterns(op, name):
-    assert body(f"def P(a, b):\n    return a {op} b\n") == Op(name, (Var("a"), Var("b")))
+@pytest.mark.parametrize("op,name,rest", [("@", "matmul", ()), ("/", "div", (None,)), ("*", "mul", ()),
+                                          ("+", "add", (1,)), ("-", "sub", (1,)), ("**", "pow", ()),
+                                          ("%", "remainder", ())])
+def test_binary_operators_are_operator_patterns_with_the_schema_defaults(op, name, rest):
+    # `a + b` is Python's +, i.e. alpha=1: it must not match torch.add(x, y, alpha=2)
+    assert body(f"def P(a, b):\n    return a {op} b\n") == \
+        Op(name, (Var("a"), Var("b"), *(Lit(r) for r in rest)))
+
+
+def test_infix_add_does_not_match_a_scaled_add_but_the_call_form_does():
+    ns = pypm.loads("def Infix(a, b):\n    return a + b\ndef Call(a, b):\n    return add(a, b)\n")
+    scaled = parse("add(x, y, 2)")
+    assert ns.Infix.match(scaled) == [] and len(ns.Call.match(scaled)) == 1
+    assert len(ns.Infix.match(parse("add(x, y, 1)"))) == 1
 
 
 def test_unary_minus_is_neg_but_negative_numbers_are_literals():
@@ -208,7 +219,7 @@ def Transposed(k):
 def Scaled(s, c):
     return s / c | s * c | mul(c, s)
 ''')
-    for text, scale in [(TERMS[6], 8), (TERMS[7], 0.125), (TERMS[8], 0.125)]:
+    for text, scale in [(TERMS[8], 8), (TERMS[9], 0.125), (TERMS[10], 0.125)]:
         (m,) = ns.Attention.match(parse(text))
         assert m.bindings["scale"] == scale
         assert m.bindings["q"] == parse("q")
