@@ -208,19 +208,23 @@ class Explanation:
 
 def explain_root(program: Any, definition: Any, view: GraphView, node: Node,
                  sigma: dict[str, Any] | None = None) -> RootExplanation:
-    """Match a definition at one node; the first match's safety, or the deepest failure."""
+    """Match a definition at one node: the first safe match (as the rewriter would take it), else
+    the first match with its safety problem, else the deepest failure."""
     from .rewrite import _show_binding, unsafe_reason
 
     term = view.term(node)
     interp = DeepestFailure(program, term)
+    first_unsafe: RootExplanation | None = None
     for out, region in interp.run(call_of(definition), term, dict(sigma or {})):
         m = Match(out, region, term, definition.name)
         bindings = {k: _show_binding(v) for k, v in out.items() if k in definition.params}
-        unsafe = unsafe_reason(m, node, view.owner)
-        if unsafe is None:
+        unsafe = unsafe_reason(m, node, view.owner, view.rep)
+        if unsafe is None:  # the rewriter would take this one
             return RootExplanation(node.name, node_source(node), True, None, None, bindings)
-        first = RootExplanation(node.name, node_source(node), True, unsafe, None, bindings)
-        return first
+        first_unsafe = first_unsafe or RootExplanation(node.name, node_source(node), True, unsafe,
+                                                       None, bindings)
+    if first_unsafe is not None:
+        return first_unsafe
     return RootExplanation(node.name, node_source(node), False, None, interp.best)
 
 

@@ -114,3 +114,12 @@ def test_causal_guard_false_is_explained_with_the_mask():
     (r,) = e.roots
     assert r.failure.reason == "guard" and "causal_mask(causal, s)" in r.failure.message
     assert "causal = %eq (eq, bool[4, 4])" in r.failure.message and "fill = -inf" in r.failure.message
+
+
+def test_safety_counts_the_users_of_every_copy_of_a_merged_node():
+    def fn(q, k, v):
+        p = F.softmax(q @ k.transpose(-2, -1), -1) @ v
+        return p, k.transpose(-2, -1).sum()  # a second copy of the transpose, used elsewhere
+
+    r = only_reason(explain(ATT, graph(fn)), "matmul_1")
+    assert r.matched and "used by %sum_1" in r.unsafe
