@@ -10,6 +10,34 @@ from typing import Any
 
 MODULES = ("attention",)
 
+# Where the standard rules swap in pypm's fused kernels (``pypm::attention``, ...). On CUDA the
+# ops run Triton; elsewhere they run a reference implementation and torch's own kernels are the
+# better pick, so the rules decline there (attention falls back to torch's SDPA). Tests add "cpu"
+# to exercise the fused ops through rewriting.
+FUSED_DEVICES: set[str] = {"cuda"}
+
+
+def on_fused_device(x: Any) -> bool:
+    """Whether the tensor behind fx proxy (or node) ``x`` lives on a device in FUSED_DEVICES."""
+    from pypm.fx import meta_value
+
+    node = getattr(x, "node", x)
+    device = getattr(meta_value(node), "device", None)
+    return device is not None and torch_device_type(device) in FUSED_DEVICES
+
+
+def torch_device_type(device: Any) -> str:
+    return getattr(device, "type", str(device).split(":")[0])
+
+
+def require_fused_device(x: Any, op: str) -> None:
+    """Decline (with the reason in the report) unless ``x`` is on a device in FUSED_DEVICES."""
+    from pypm.rewrite import Decline
+
+    if not on_fused_device(x):
+        raise Decline(f"{op} is used on {', '.join(sorted(FUSED_DEVICES))} only (this tensor is on "
+                      "another device, where torch's own kernel is the better pick)")
+
 
 def all_rules() -> list[Any]:
     """Every standard rule, module by module in ``MODULES`` order."""
@@ -19,4 +47,4 @@ def all_rules() -> list[Any]:
     return out
 
 
-__all__ = ["MODULES", "all_rules"]
+__all__ = ["FUSED_DEVICES", "MODULES", "all_rules", "on_fused_device", "require_fused_device"]
