@@ -473,10 +473,11 @@ class RewritePass:
         state.dirty = set()
         view = GraphView(gm, cse=False, names=state.names)
         applied: list[str] = []
+        erased, names, index, anywhere = state.erased, state.names, self._index, self._anywhere
         for node in reversed(list(gm.graph.nodes)):
-            if node in state.erased or node.op in ("output", "placeholder"):
+            if node.op in ("output", "placeholder") or node in erased:
                 continue
-            for r in self.rules_for(view.op_name(node)):
+            for r in index.get(names(node), anywhere):
                 if self._try(r, view, node, report, state):
                     applied.append(r.name)
                     break
