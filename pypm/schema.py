@@ -119,7 +119,9 @@ def pattern_op_name(dotted: str) -> str:
 
 
 def _aten_schema(name: str) -> Any:
-    """The torch schema of ``aten.X`` or ``aten.X.overload`` (``.default`` when none is named)."""
+    """The torch schema of ``aten.X`` or ``aten.X.overload``; with no overload named, the widest
+    functional one (``aten.sum`` is ``aten.sum.dim_IntList``: graphs name ops by packet, so
+    keyword arguments in patterns are placed by the overload that has them all)."""
     parts = name.split(".")
     if len(parts) not in (2, 3) or parts[0] != "aten":
         return None
@@ -127,10 +129,26 @@ def _aten_schema(name: str) -> Any:
         import torch
 
         packet = getattr(torch.ops.aten, parts[1])
-        overload = getattr(packet, parts[2] if len(parts) == 3 else "default")
-        return overload._schema
+        if len(parts) == 3:
+            return getattr(packet, parts[2])._schema
+        return _widest_overload(packet)
     except (AttributeError, RuntimeError, ImportError):
         return None
+
+
+def _widest_overload(packet: Any) -> Any:
+    """The schema of the functional overload with the most arguments (on ties, one on tensors,
+    whose first argument is ``self``, then ``default``)."""
+    best, best_key = None, None
+    for name in packet.overloads():
+        sch = getattr(packet, name)._schema
+        args = sch.arguments
+        if name.endswith("out") or sch.is_mutable or not args:
+            continue
+        key = (len(args), args[0].name == "self", name == "default")
+        if best_key is None or key > best_key:
+            best, best_key = sch, key
+    return best
 
 
 def arg_names(op: str) -> tuple[str, ...] | None:

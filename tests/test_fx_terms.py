@@ -167,3 +167,12 @@ def test_operator_targets_map_to_canonical_names():
     assert function_name(operator.truediv) == "div"
     assert function_name(torch.ops.aten.mul.Tensor) == "aten.mul"
     assert function_name(F.scaled_dot_product_attention) == "scaled_dot_product_attention"
+
+
+def test_aten_keyword_arguments_in_patterns_use_the_widest_overload():
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    mod = pypm.loads("def RowSum(x):\n    return aten.sum(x, dim=[-1], keepdim=True)\n")
+    gm = make_fx(lambda x: x.sum(-1, keepdim=True) + x.sum(-1))(torch.randn(3, 4))
+    (m,) = pypm.match(mod.RowSum, gm)
+    assert m.root.args[1:3] == ((-1,), True)
