@@ -1247,10 +1247,69 @@ def causal_keep(keep: Any, scores: Any) -> bool:
     return triangle_kind(keep) == _LOWER
 
 
+_VERY_NEGATIVE = -1e4  # exp(x - max) underflows to 0 below this, in every float dtype
+
+
+def _very_negative(v: Any) -> bool:
+    return not isinstance(v, (bool, TermView)) and isinstance(v, (int, float)) and v <= _VERY_NEGATIVE
+
+
+def _constant_bias_is_causal(tensor: Any) -> bool:
+    """A concrete additive mask: 0 on and below the diagonal, very negative above it."""
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    if not isinstance(tensor, torch.Tensor) or isinstance(tensor, FakeTensor) or tensor.is_meta \
+            or tensor.ndim < 2 or not tensor.is_floating_point():
+        return False
+    rows, cols = tensor.shape[-2:]
+    lower = torch.ones(rows, cols, dtype=torch.bool, device=tensor.device).tril()
+    return bool((tensor.masked_select(lower.expand(tensor.shape)) == 0).all()) and bool(
+        (tensor.masked_select((~lower).expand(tensor.shape)) <= _VERY_NEGATIVE).all())
+
+
+def _bias_is_causal(t: Any) -> bool:
+    """Whether an additive mask is provably 0 where j <= i and very negative where j > i, in
+    its last two dims (top-left anchored)."""
+    if not isinstance(t, TermView):
+        return False
+    op, args = t.op, t.args
+    if op == "get_attr":
+        if isinstance(t, ParamTerm):
+            return _constant_bias_is_causal(t.tensor)
+        owner = t.node.graph.owning_module
+        return owner is not None and _constant_bias_is_causal(fetch_attr(owner, str(t.node.target)))
+    if op in ("triu", "aten.triu") and len(args) > 1 and args[1] == 1 and isinstance(args[0], TermView):
+        base = args[0]
+        return base.op in ("full", "aten.full") and len(base.args) > 1 and _very_negative(base.args[1])
+    if op in ("to", "contiguous", "aten._to_copy", "aten.clone", "aten.alias"):
+        return bool(args) and _bias_is_causal(args[0])
+    if op == "getitem" and args and isinstance(args[0], TermView):
+        return _index_keeps_anchor(args[1], args[0].ndim) and _bias_is_causal(args[0])
+    if op in ("view", "reshape", "expand", "unsqueeze", "aten.view", "aten.reshape", "aten.expand",
+              "aten.unsqueeze", "aten._unsafe_view") and args:
+        base = args[0]
+        return (isinstance(base, TermView) and base.shape is not None and t.shape is not None
+                and len(base.shape) >= 2 and len(t.shape) >= 2
+                and _same_sizes(base.shape[-2:], t.shape[-2:]) and _bias_is_causal(base))
+    return False
+
+
+def causal_bias(bias: Any, scores: Any) -> bool:
+    """Guard function: ``bias`` (added to ``scores``) is provably 0 on and below the diagonal
+    and -inf or very negative above it, over the last two dims of ``scores``: adding it leaves
+    what ``is_causal=True`` leaves (``torch.full((T, T), -inf).triu(1)``, LLaMA's spelling)."""
+    if not isinstance(bias, TermView) or not isinstance(scores, TermView):
+        return False
+    if bias.shape is None or scores.shape is None or len(bias.shape) < 2 or len(scores.shape) < 2:
+        return False
+    return _same_sizes(bias.shape[-2:], scores.shape[-2:]) and _bias_is_causal(bias)
+
+
 def _register_guards() -> None:
     from .guards import guard_function, known_functions
 
-    for name, fn in (("causal_mask", causal_mask), ("causal_keep", causal_keep)):
+    for name, fn in (("causal_mask", causal_mask), ("causal_keep", causal_keep),
+                     ("causal_bias", causal_bias)):
         if name not in known_functions():
             guard_function(fn, name=name)
 

@@ -70,6 +70,9 @@ SPELLINGS = {
                                               float("-inf")) * 0.5, -1) @ v,
     "causal-where": lambda q, k, v: F.softmax(torch.where(
         torch.tril(torch.ones(T, T)) == 1, q @ k.transpose(-2, -1) * 0.4, float("-inf")), -1) @ v,
+    "causal-bias": lambda q, k, v: F.softmax(
+        (q @ k.transpose(2, 3) / math.sqrt(D) + torch.full((T, T), float("-inf")).triu(1)).float(),
+        dim=-1).type_as(q) @ v,
     "dropout-off": lambda q, k, v: F.dropout(F.softmax(q @ k.transpose(-2, -1) * 0.2, -1), 0.1,
                                              training=False) @ v,
     "llama-upcast": lambda q, k, v: torch.matmul(
@@ -117,11 +120,19 @@ def test_causal_buffer_mask_becomes_is_causal():
     assert "causal" in report.rewrites[0].bindings
 
 
-@pytest.mark.parametrize("name", ["causal-tril", "causal-triu", "causal-where"])
+@pytest.mark.parametrize("name", ["causal-tril", "causal-triu", "causal-where", "causal-bias"])
 def test_causal_mask_built_in_forward_becomes_is_causal(name):
     gm, _ = rewrite(SPELLINGS[name], qkv())
     (n,) = sdpa_nodes(gm)
     assert n.kwargs.get("is_causal") is True and n.kwargs.get("attn_mask") is None
+
+
+def test_additive_mask_that_is_not_causal_stays_attn_mask():
+    fn = lambda q, k, v: F.softmax(
+        q @ k.transpose(-2, -1) + torch.full((T, T), float("-inf")).triu(2), -1) @ v
+    gm, _ = rewrite(fn, qkv())
+    (n,) = sdpa_nodes(gm)
+    assert not n.kwargs.get("is_causal") and n.kwargs["attn_mask"] is not None
 
 
 NOT_LOWER = {
