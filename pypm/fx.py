@@ -33,6 +33,7 @@ themselves.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -326,14 +327,31 @@ def _place(op: str, args: tuple[Any, ...], kwargs: Mapping[str, Any],
             extra.append(a)
     out: list[Any] = []
     first_default = len(names) - len(dflts)
+    unknown = sorted(k for k in by_name if k not in names)
+    # A keyword the schema table does not know (torch.var(x, correction=0)) can change what the
+    # unnamed positions mean: never fill their defaults then, mark them as unknown instead, so
+    # that no literal in a pattern matches them.
+    marker = Unspecified(tuple((k, by_name[k]) for k in unknown)) if unknown else None
     for i, n in enumerate(names):
         if n in by_name:
             out.append(by_name[n])
+        elif marker is not None:
+            out.append(marker)
         elif i >= first_default:
             out.append(dflts[i - first_default])
         else:
             out.append(None)
     return tuple(out) + tuple(extra)
+
+
+@dataclass(frozen=True)
+class Unspecified:
+    """An argument position whose value depends on keywords the schema table does not know."""
+
+    given: tuple[tuple[str, Any], ...]
+
+    def __repr__(self) -> str:
+        return "<unspecified: " + ", ".join(f"{k}={v!r}" for k, v in self.given) + ">"
 
 
 _FILLED: dict[str, tuple[Any, ...]] = {}

@@ -176,3 +176,14 @@ def test_through_torch_compile(dynamic):
 
 def test_patterns_file_is_well_formed():
     assert {"RMSNorm", "LayerNorm", "Softmax"} <= {p.name for p in norms.PATTERNS}
+
+
+def test_unknown_keyword_never_matches_a_filled_default():
+    # torch.var(x, correction=0) is biased; the schema table knows var(input, dim, unbiased,
+    # keepdim) only, so `unbiased` must not be read as its default True (which would let an
+    # unbiased-variance pattern match a biased computation)
+    ns = pypm.loads("def Unbiased(x):\n    return var(x, -1, True, True)\n"
+                    "def Any(x):\n    return var(x, -1, _, True)\n")
+    gm = torch.fx.symbolic_trace(lambda x: torch.var(x, -1, correction=0, keepdim=True))
+    assert pypm.match(ns.Unbiased, gm) == []
+    assert len(pypm.match(ns.Any, gm)) == 1
