@@ -23,8 +23,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from hypothesis import reject
 from hypothesis import strategies as st
 
+from pypm.match import Interpreter
 from pypm.syntax import (
     Alt,
     Call,
@@ -536,7 +538,72 @@ def cases(draw: Callable[..., Any], max_defs: int = 3, budget: int = 10, loose: 
             sigma[x] = _pick(draw, (names))
         else:
             sigma[x] = _pick(draw, (subs))
-    return Case(program, main.body, value, sigma, positive)
+    case = Case(program, main.body, value, sigma, positive)
+    if not feasible(case):
+        reject()
+    return case
+
+
+# A case is kept when the interpreter finishes it in this many steps (recursive alternations
+# over deep terms have exponentially many matches, all of them legitimate but slow to check)
+# and its term has at most this many distinct subterms (match_set enumerates over them).
+MAX_STEPS = 20_000
+MAX_SUBTERMS = 40
+
+
+class _TooBig(Exception):
+    pass
+
+
+class _TooDeep(Exception):
+    pass
+
+
+class _StepCounter(Interpreter):
+    """The interpreter, counting its steps and the depth of its active recursion."""
+
+    def __init__(self, program: Program, max_depth: int):
+        super().__init__(program)
+        self.steps = 0
+        self.depth = 0
+        self.max_depth = max_depth
+
+    def run(self, p: Pattern, v: Any, sigma: dict[str, Any]) -> Any:
+        self.steps += 1
+        if self.steps > MAX_STEPS:
+            raise _TooBig
+        gen = super().run(p, v, sigma)
+        while True:
+            self.depth += 1
+            if self.depth > self.max_depth:
+                raise _TooDeep
+            try:
+                item = next(gen)
+            except StopIteration:
+                return
+            finally:
+                self.depth -= 1
+            yield item
+
+
+def feasible(case: Case) -> bool:
+    """Small enough to check quickly: see MAX_STEPS and MAX_SUBTERMS. A program that recurses
+    past the fuel bound of §6 is kept (the termination properties must see it)."""
+    from pypm.syntax import size
+
+    if len(_subvalues(case.value)) > MAX_SUBTERMS:
+        return False
+    bound = (term_size(case.value) + 1) * (sum(size(d.body) for d in case.program.values())
+                                           + size(case.pattern))
+    try:
+        for _ in _StepCounter(case.program, bound).run(case.pattern, case.value, dict(case.sigma)):
+            pass
+    except _TooBig:
+        return False
+    except (_TooDeep, RecursionError):
+        return True
+    return True
+    return True
 
 
 def case_size(case: Case) -> tuple[int, int]:
@@ -593,5 +660,6 @@ def ill_formed_programs(draw: Callable[..., Any]) -> tuple[Program, str]:
     return program, kind
 
 
-__all__ = ["Case", "ILL_FORMED_KINDS", "LEAVES", "LITERALS", "MAIN", "OPERATORS", "case_size", "cases",
-           "ill_formed_programs", "positive_term", "programs", "terms"]
+__all__ = ["MAX_STEPS", "MAX_SUBTERMS", "Case", "ILL_FORMED_KINDS", "LEAVES", "LITERALS", "MAIN", "OPERATORS",
+           "case_size", "cases", "feasible", "ill_formed_programs", "perturb", "positive_term", "programs",
+           "terms"]
