@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from hypothesis import reject
 from hypothesis import strategies as st
 
 from pypm.match import interpret
@@ -43,7 +44,7 @@ from pypm.syntax import (
 from pypm.terms import Term, TermView
 
 from .declarative import value_key
-from .generators import _BOOL, MAIN, Case, _guard, _ints, _pick, cases
+from .generators import _BOOL, MAIN, Case, _guard, _ints, _pick, cases, feasible
 from .surface import guard_source, literal_source, pattern_source
 
 # Generated operators renamed to ones with infix syntax. Only operators whose infix form adds no
@@ -321,7 +322,11 @@ def desugar_cases(draw: Callable[..., Any]) -> Case:
     value = _rename_value(case.value, memo)
     sigma = {k: _rename_value(v, memo) if isinstance(v, TermView) else RENAME.get(v, v) if isinstance(v, str)
              and k in program[MAIN].op_params else v for k, v in case.sigma.items()}
-    return DesugarCase(defs, value, sigma)  # type: ignore[return-value]
+    out = DesugarCase(defs, value, sigma)
+    core = out.core()
+    if not feasible(Case(core, core[MAIN].body, value, sigma)):  # moving locals out can explode
+        reject()
+    return out  # type: ignore[return-value]
 
 
 def _results(program: Program, value: Any, sigma: dict[str, Any]) -> dict[frozenset[tuple[str, Any]], str]:
