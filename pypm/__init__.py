@@ -31,6 +31,8 @@ _LAZY = {
     "rule": ("pypm.rewrite", "rule"),
     "Rule": ("pypm.rewrite", "Rule"),
     "RewritePass": ("pypm.rewrite", "RewritePass"),
+    "RewriteReport": ("pypm.rewrite", "RewriteReport"),
+    "Decline": ("pypm.rewrite", "Decline"),
     "backend": ("pypm.backend", "backend"),
     "standard_rules": ("pypm.backend", "standard_rules"),
     "inductor_pass": ("pypm.backend", "inductor_pass"),
@@ -52,7 +54,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "Match", "PatternDef", "PatternModule", "PypmError", "RewritePass", "Rule", "backend",
+    "Decline", "Match", "RewriteReport", "PatternDef", "PatternModule", "PypmError", "RewritePass", "Rule", "backend",
     "explain", "guard_function", "inductor_pass", "load", "loads", "match", "ops", "pattern",
     "rule", "standard_rules",
 ]

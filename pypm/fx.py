@@ -1324,12 +1324,11 @@ def causal_bias(bias: Any, scores: Any) -> bool:
 
 
 def _register_guards() -> None:
-    from .guards import guard_function, known_functions
+    from .guards import guard_function
 
     for name, fn in (("causal_mask", causal_mask), ("causal_keep", causal_keep),
                      ("causal_bias", causal_bias)):
-        if name not in known_functions():
-            guard_function(fn, name=name)
+        guard_function(fn, name=name)
 
 
 _register_guards()

@@ -1,4 +1,9 @@
-"""Decomposed scaled-dot-product attention → one ``F.scaled_dot_product_attention`` call.
+"""Decomposed scaled-dot-product attention → one fused attention call.
+
+On the fused devices (:data:`pypm.rules.FUSED_DEVICES`, CUDA by default) the call is
+``pypm::attention`` (the Triton flash-attention kernel) whenever its contract fits the graph's
+types (:func:`fused_unsuitable` says why not); otherwise, and on other devices, it is torch's
+``scaled_dot_product_attention``.
 
 The pattern (``patterns/attention.pypm``) binds q, k, v, the scale (``mul_by`` or ``div_by``,
 read from the graph, never assumed to be 1/sqrt(d)) and the mask: ``causal`` when the guard
@@ -15,9 +20,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from pypm import kernels as ops
 from pypm.dsl import load
 from pypm.fx import meta_value, size_value
 from pypm.rewrite import Decline, rule
+
+from . import on_fused_device
 
 PATTERNS = load("attention")
 Attention = PATTERNS.Attention
@@ -66,27 +74,92 @@ def _positive(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
 
 
-@rule(Attention, name="attention-to-sdpa", priority=10)
-def attention_to_sdpa(q, k, v, mul_by, div_by, mul_after, div_after, causal, mask, keep, fill, bias):
-    """One ``scaled_dot_product_attention`` call for the whole computation."""
+_FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Two sizes known to be equal (ints, or sympy expressions that simplify to the same)."""
+    return _equal_sizes(size_value(a), size_value(b))
+
+
+def _equal_sizes(a: Any, b: Any) -> bool:
+    if isinstance(a, int) and isinstance(b, int):
+        return a == b
+    try:
+        import sympy
+
+        return sympy.simplify(a - b) == 0
+    except (TypeError, ValueError):
+        return False
+
+
+def fused_unsuitable(q: Any, k: Any, v: Any, mask: Any, causal: bool) -> str | None:
+    """Why ``pypm::attention`` cannot take these inputs (None when it can), decided from the
+    graph's types alone, so that the rewrite never launches a kernel that would refuse them:
+    a fused device, 4-d (B, H, S, D) inputs of one float dtype, head dim ≤ 256, key/value heads
+    dividing query heads, a mask that broadcasts, and equal query and key lengths for a causal
+    mask (pypm aligns causal masks bottom-right, torch's tril top-left)."""
+    if not on_fused_device(q):
+        return "not on a fused device"
+    vals = [meta_value(t.node) if isinstance(t, torch.fx.Proxy) else None for t in (q, k, v)]
+    if any(getattr(t, "shape", None) is None or getattr(t, "dtype", None) is None for t in vals):
+        return "input types unknown"
+    qv, kv, vv = vals
+    if any(t.dim() != 4 for t in vals):
+        return "inputs are not 4-d"
+    if qv.dtype not in _FUSED_DTYPES or not (qv.dtype == kv.dtype == vv.dtype):
+        return f"dtype {qv.dtype}"
+    (b, hq, sq, d), (bk, hk, sk, dk), (bv, hv, sv, dv) = qv.shape, kv.shape, vv.shape
+    d, hq, hk = size_value(d), size_value(hq), size_value(hk)
+    if not (isinstance(d, int) and d <= 256 and _same(d, dk) and _same(d, dv)):
+        return "head dims"
+    if not (_same(b, bk) and _same(b, bv) and _same(hk, hv) and _same(sk, sv)):
+        return "batch, heads or lengths differ"
+    if not (isinstance(hq, int) and isinstance(hk, int) and hk > 0 and hq % hk == 0):
+        return "heads"
+    if causal and not _same(sq, sk):
+        return "causal with different query and key lengths"
+    if mask is not None:
+        mv = meta_value(mask.node) if isinstance(mask, torch.fx.Proxy) else None
+        if mv is None or getattr(mv, "shape", None) is None:
+            return "mask type unknown"
+        if mv.dtype != torch.bool and not mv.dtype.is_floating_point:
+            return "mask dtype"
+        full = (b, hq, sq, sk)
+        if mv.dim() > 4 or not all(size_value(m) == 1 or _same(m, f)
+                                   for m, f in zip(mv.shape[::-1], full[::-1])):
+            return "mask does not broadcast"
+    return None
+
+
+def _attend(q: Any, k: Any, v: Any, *, scale: float, is_causal: bool = False,
+            attn_mask: Any = None, fused: bool) -> Any:
+    if fused:
+        return ops.attention(q, k, v, scale=scale, is_causal=is_causal, attn_mask=attn_mask)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal, scale=scale)
+
+
+@rule(Attention, name="attention", priority=10)
+def attention(q, k, v, mul_by, div_by, mul_after, div_after, causal, mask, keep, fill, bias):
+    """One fused attention call for the whole computation: ``pypm::attention`` (Triton) on the
+    fused devices when its contract fits, torch's ``scaled_dot_product_attention`` otherwise."""
     after = mul_after if mul_after is not None else div_after
     if after is not None and not _positive(after):
         raise Decline(f"the scale applied after the mask ({after!r}) is not provably positive, "
                       "so the mask's -inf could change sign")
+    if (mask is not None or keep is not None) and not (
+            isinstance(fill, float) and math.isinf(fill) and fill < 0):
+        raise Decline(f"the mask fills {fill!r}, not -inf: a fully masked row would differ "
+                      "from scaled_dot_product_attention")
+    attend = torch.logical_not(mask) if mask is not None else keep if keep is not None else bias
+    fused = fused_unsuitable(q, k, v, mask if mask is not None else attend,
+                             causal is not None) is None
     q, scale = scale_of(q, mul_by if after is None else mul_after, div_by if after is None else div_after)
     if causal is not None:
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
-    if mask is not None or keep is not None:
-        if not (isinstance(fill, float) and math.isinf(fill) and fill < 0):
-            raise Decline(f"the mask fills {fill!r}, not -inf: a fully masked row would differ "
-                          "from scaled_dot_product_attention")
-        attend = torch.logical_not(mask) if mask is not None else keep
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=attend, scale=scale)
-    if bias is not None:
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
-    return F.scaled_dot_product_attention(q, k, v, scale=scale)
+        return _attend(q, k, v, is_causal=True, scale=scale, fused=fused)
+    return _attend(q, k, v, attn_mask=attend, scale=scale, fused=fused)
 
 
-RULES = [attention_to_sdpa]
+RULES = [attention]
 
-__all__ = ["RULES", "Attention", "attention_to_sdpa", "scale_of"]
+__all__ = ["RULES", "Attention", "attention", "fused_unsuitable", "scale_of"]
