@@ -54,7 +54,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "Decline", "Match", "RewriteReport", "PatternDef", "PatternModule", "PypmError", "RewritePass", "Rule", "backend",
-    "explain", "guard_function", "inductor_pass", "load", "loads", "match", "ops", "pattern",
-    "rule", "standard_rules",
+    "Decline", "Match", "PatternDef", "PatternModule", "PypmError", "RewritePass", "RewriteReport",
+    "Rule", "backend", "explain", "guard_function", "inductor_pass", "load", "loads", "match", "ops",
+    "pattern", "rule", "standard_rules",
 ]

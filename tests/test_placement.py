@@ -4,10 +4,10 @@ the placed program gives the same result list, in the same order, as the program
 from __future__ import annotations
 
 from hypothesis import HealthCheck, given, settings
+from pypm.semantics.generators import cases
 
 from pypm.match import interpret
 from pypm.placement import place_guards
-from pypm.semantics.generators import cases
 from pypm.syntax import Guard, Op, Var
 
 
