@@ -324,7 +324,8 @@ def desugar_cases(draw: Callable[..., Any]) -> Case:
              and k in program[MAIN].op_params else v for k, v in case.sigma.items()}
     out = DesugarCase(defs, value, sigma)
     core = out.core()
-    if not feasible(Case(core, core[MAIN].body, value, sigma)):  # moving locals out can explode
+    # Moving locals out can make a program ill-formed: explosive, or even unguarded.
+    if not feasible(Case(core, core[MAIN].body, value, sigma), keep_runaway=False):
         reject()
     return out  # type: ignore[return-value]
 

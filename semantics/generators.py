@@ -586,9 +586,10 @@ class _StepCounter(Interpreter):
             yield item
 
 
-def feasible(case: Case) -> bool:
+def feasible(case: Case, keep_runaway: bool = True) -> bool:
     """Small enough to check quickly: see MAX_STEPS and MAX_SUBTERMS. A program that recurses
-    past the fuel bound of §6 is kept (the termination properties must see it)."""
+    past the fuel bound of §6 is kept when ``keep_runaway`` (the termination properties must see
+    it; the desugaring property compares ill-formed programs too, and needs them to finish)."""
     from pypm.syntax import size
 
     if len(_subvalues(case.value)) > MAX_SUBTERMS:
@@ -601,7 +602,7 @@ def feasible(case: Case) -> bool:
     except _TooBig:
         return False
     except (_TooDeep, RecursionError):
-        return True
+        return keep_runaway
     return True
     return True
 
