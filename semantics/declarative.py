@@ -47,6 +47,8 @@ from pypm.syntax import (
     Var,
     Wild,
     free_vars,
+    guard_free_vars,
+    show,
 )
 from pypm.terms import TermView, show_value, subterms, values_equal
 
@@ -86,8 +88,6 @@ class Derivation:
 
     def show(self, indent: int = 0) -> str:
         """The derivation as an indented tree, one judgement per line."""
-        from pypm.syntax import show
-
         pad = "  " * indent
         note = f"   [{self.note}]" if self.note else ""
         lines = [f"{pad}{self.rule}: {show_value(self.value)} : {show(self.pattern)}{note}"]
@@ -200,8 +200,6 @@ def _uses(p: Pattern, x: str, kinds: Mapping[str, tuple[frozenset[str], ...]]) -
             ks = kinds.get(name, ())
             return frozenset().union(*(k for a, k in zip(args, ks) if a == x))
         case Guard(body, cond):
-            from pypm.syntax import guard_free_vars
-
             own = frozenset({VALUE}) if x in guard_free_vars(cond) else frozenset()
             return own | _uses(body, x, kinds)
         case Then(body, y, q):
