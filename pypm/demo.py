@@ -106,21 +106,27 @@ def example(cfg: GPTConfig | None = None, batch: int = 2, tokens: int = 32,
 
 
 def _time(fn: Any, args: tuple[Any, ...], iters: int) -> float:
+    cuda = any(isinstance(a, torch.Tensor) and a.is_cuda for a in args)
     with torch.no_grad():
         fn(*args)
+        if cuda:
+            torch.cuda.synchronize()
         start = time.perf_counter()
         for _ in range(iters):
             fn(*args)
+        if cuda:
+            torch.cuda.synchronize()
     return (time.perf_counter() - start) / iters
 
 
 def run(cfg: GPTConfig, *, batch: int, tokens: int, inner: str, dynamic: bool, iters: int,
-        baseline: bool = False) -> dict[str, Any]:
+        baseline: bool = False, device: str = "cpu", dtype: torch.dtype = torch.float32) -> dict[str, Any]:
     """Compile the demo model with the pypm backend and measure it; returns the figures
     (with ``baseline``, also the inner compiler alone, without pypm's rules)."""
     import pypm.backend
 
     model, (idx,) = example(cfg, batch, tokens)
+    model, idx = model.to(device=device, dtype=dtype), idx.to(device)
     be = pypm.backend.backend(inner=inner)
     torch._dynamo.reset()
     compiled = torch.compile(model, backend=be, dynamic=dynamic)
@@ -161,11 +167,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--baseline", action="store_true", help="also time the inner compiler without pypm")
     ap.add_argument("--verbose", "-v", action="store_true", help="print the rewrite reports")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (the fused pypm kernels run on cuda)")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     a = ap.parse_args(argv)
     cfg = GPTConfig(layers=a.layers, width=a.width, heads=a.heads, block=max(a.tokens, 16))
     r = run(cfg, batch=a.batch, tokens=a.tokens, inner=a.inner, dynamic=a.dynamic, iters=a.iters,
-            baseline=a.baseline)
-    dev = "CPU" if not torch.cuda.is_available() else torch.cuda.get_device_name()
+            baseline=a.baseline, device=a.device, dtype=getattr(torch, a.dtype))
+    dev = "CPU" if not a.device.startswith("cuda") else f"{torch.cuda.get_device_name()}, {a.dtype}"
     print(f"pypm demo: GPT ({cfg.layers} layers, width {cfg.width}, {cfg.heads} heads), batch "
           f"{a.batch} x {a.tokens} tokens, {dev}, torch {torch.__version__}, "
           f"backend=pypm (inner={a.inner}, dynamic={a.dynamic})")

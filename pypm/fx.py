@@ -1017,9 +1017,12 @@ def infer_value(node: Node, owner: torch.nn.Module | None = None) -> Any:
         if isinstance(v, torch.Tensor) and not isinstance(v, FakeTensor):
             return mode.from_tensor(v)
         if isinstance(v, FakeTensor) and v.fake_mode is not mode:
-            return mode.from_tensor(torch.empty_strided(v.shape, v.stride(), dtype=v.dtype, device="meta"))
+            # a value from another fake mode (an earlier graph): same type, same device, this mode
+            with mode:
+                return torch.empty_strided(v.shape, v.stride(), dtype=v.dtype, device=v.device)
         if not isinstance(v, torch.Tensor) and hasattr(v, "shape") and hasattr(v, "dtype"):
-            return mode.from_tensor(torch.empty(tuple(v.shape), dtype=v.dtype, device="meta"))
+            with mode:
+                return torch.empty(tuple(v.shape), dtype=v.dtype, device=getattr(v, "device", "cpu"))
         return v
 
     args = _map_values(args, to_meta)
