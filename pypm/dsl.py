@@ -274,19 +274,22 @@ class _Loader:
         self.modules[path] = module
         return module
 
-    def load_text(self, text: str, filename: str, path: Path | None) -> PatternModule:
+    def imports(self, text: str, filename: str, path: Path | None) -> dict[str, PatternDef]:
+        """The patterns a text imports, by the name they are bound to (loading their files)."""
         imported: dict[str, PatternDef] = {}
-        known: dict[str, tuple[str, ...]] = {}
-        # Parse the import lines first to learn the parameters of imported patterns.
-        pre = _imports_only(text, filename)
-        for imp in pre:
+        for imp in _imports_only(text, filename):
             mod = self.load_path(self.find(imp, path))
             names = [(n, n) for n in mod.patterns] if imp.star else list(imp.names)
             for name, alias in names:
                 if name not in mod.patterns:
                     raise PatternImportError(f"`{imp.module}` has no pattern `{name}`", imp.span)
                 imported[alias] = mod.patterns[name]
-                known[alias] = mod.patterns[name].params
+        return imported
+
+    def load_text(self, text: str, filename: str, path: Path | None) -> PatternModule:
+        # Imports first: the parser needs the parameters of imported patterns.
+        imported = self.imports(text, filename, path)
+        known = {alias: pdef.params for alias, pdef in imported.items()}
         parsed = parse_module(text, filename, known_patterns=known)
         return _link_module(parsed, imported, Path(filename).stem, path)
 
@@ -359,16 +362,9 @@ def check_files(paths: list[str]) -> list[tuple[str, PatternModule | list[PypmEr
 def _all_errors(path: Path) -> list[PypmError]:
     """All well-formedness errors of a file whose parse succeeds (not just the first)."""
     try:
-        loader = _Loader()
         text = path.read_text()
-        known: dict[str, tuple[str, ...]] = {}
-        imported: dict[str, PatternDef] = {}
-        for imp in _imports_only(text, str(path)):
-            mod = loader.load_path(loader.find(imp, path))
-            for name, alias in ([(n, n) for n in mod.patterns] if imp.star else imp.names):
-                if name in mod.patterns:
-                    imported[alias] = mod.patterns[name]
-                    known[alias] = mod.patterns[name].params
+        imported = _Loader().imports(text, str(path), path)
+        known = {alias: pdef.params for alias, pdef in imported.items()}
         errors: list[PypmError] = []
         parsed = parse_module(text, str(path), known_patterns=known, errors=errors)
     except PypmError as e:

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from pypm import kernels as ops
 from pypm.dsl import load
 from pypm.fx import meta_value, size_value
+from pypm.guards import eq3
 from pypm.rewrite import Decline, rule
 
 from . import on_fused_device
@@ -79,18 +80,7 @@ _FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 def _same(a: Any, b: Any) -> bool:
     """Two sizes known to be equal (ints, or sympy expressions that simplify to the same)."""
-    return _equal_sizes(size_value(a), size_value(b))
-
-
-def _equal_sizes(a: Any, b: Any) -> bool:
-    if isinstance(a, int) and isinstance(b, int):
-        return a == b
-    try:
-        import sympy
-
-        return sympy.simplify(a - b) == 0
-    except (TypeError, ValueError):
-        return False
+    return eq3(size_value(a), size_value(b)) is True
 
 
 def fused_unsuitable(q: Any, k: Any, v: Any, mask: Any, causal: bool) -> str | None:
