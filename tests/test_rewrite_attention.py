@@ -75,6 +75,8 @@ SPELLINGS = {
         dim=-1).type_as(q) @ v,
     "dropout-off": lambda q, k, v: F.dropout(F.softmax(q @ k.transpose(-2, -1) * 0.2, -1), 0.1,
                                              training=False) @ v,
+    "dropout-zero-training": lambda q, k, v: F.dropout(F.softmax(q @ k.transpose(-2, -1) * 0.2, -1), 0.0,
+                                                       training=True) @ v,
     "llama-upcast": lambda q, k, v: torch.matmul(
         F.softmax((torch.matmul(q, k.transpose(2, 3)) / math.sqrt(D) + torch.zeros(T, T)).float(), dim=-1)
         .type_as(q), v),
