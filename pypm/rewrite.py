@@ -460,7 +460,8 @@ class RewritePass:
                 f"rewriting (their replacements match again)", first.span, pattern=first.name)
         if self.misses:
             self._explain_misses(gm, report, state)
-        graph.lint()
+        if report.rewrites or state.merged:  # an untouched graph is as well-formed as it came
+            graph.lint()
         if report.rewrites and not bare:
             gm.recompile()
         report.nodes_after = len(graph.nodes)
@@ -469,19 +470,42 @@ class RewritePass:
 
     def _sweep(self, gm: torch.fx.GraphModule, report: RewriteReport, state: _SweepState) -> list[str]:
         """One sweep from outputs to inputs; returns the names of the rules applied."""
-        state.cse.merge(state.dirty, state.erased)  # everything on the first sweep
+        state.merged += state.cse.merge(state.dirty, state.erased)  # everything on the first sweep
         state.dirty = set()
         view = GraphView(gm, cse=False, names=state.names)
         applied: list[str] = []
         erased, names, index, anywhere = state.erased, state.names, self._index, self._anywhere
-        for node in reversed(list(gm.graph.nodes)):
-            if node.op in ("output", "placeholder") or node in erased:
+        for node in reversed(self._candidates(gm.graph, state)):
+            if node in erased:
                 continue
             for r in index.get(names(node), anywhere):
                 if self._try(r, view, node, report, state):
                     applied.append(r.name)
                     break
         return applied
+
+    def _candidates(self, graph: torch.fx.Graph, state: _SweepState) -> list[Node]:
+        """The nodes a sweep visits, in graph order: those whose operator some rule's pattern may
+        have at its root (every node when a rule may match at any operator). The first sweep
+        scans the graph; later ones only re-check the survivors and the nodes rewrites inserted,
+        since a node's operator never changes."""
+        names, index = state.names, self._index
+
+        def root(n: Node) -> bool:
+            return n.op not in ("output", "placeholder") and (bool(self._anywhere) or names(n) in index)
+
+        if state.candidates is None or self._anywhere:
+            cands = [n for n in graph.nodes if root(n)]
+        else:
+            erased = state.erased
+            cands = [n for n in state.candidates if n not in erased]
+            cands += [n for n in state.inserted if n not in erased and root(n)]
+            try:
+                cands.sort()  # graph order (fx nodes compare by position)
+            except TypeError:  # an fx without ordered nodes: scan the graph
+                cands = [n for n in graph.nodes if root(n)]
+        state.candidates, state.inserted = cands, []
+        return cands
 
     def _explain_misses(self, gm: torch.fx.GraphModule, report: RewriteReport, state: _SweepState) -> None:
         """For candidate roots that no rule matched and that survived the rewrites, the deepest
@@ -554,6 +578,7 @@ class RewritePass:
             report.rewrites.append(Rewrite(r.name, node.name, node_source(node), bindings, out.name))
             state.dirty.update(new)
             state.dirty.update(node.users)
+            state.inserted.extend(new)
             _commit(out, node, m, view, state.erased)
             return True
         key = (r.name, node.name, reason or "")
@@ -570,6 +595,9 @@ class _SweepState:
     names: TargetNames
     cse: CSE
     dirty: set[Node] | None = None  # nodes CSE must look at next sweep (None: all of them)
+    candidates: list[Node] | None = None  # the last sweep's candidate roots, in graph order
+    inserted: list[Node] = field(default_factory=list)  # nodes rewrites added since
+    merged: int = 0  # nodes CSE removed
     erased: set[Node] = field(default_factory=set)
     seen: set[tuple[str, str, str]] = field(default_factory=set)
     missed: set[tuple[str, Node]] = field(default_factory=set)

@@ -169,3 +169,24 @@ def test_front_page_example_pattern_rule_pass_match():
     report = check(gm, [simple_to_sdpa], inputs)
     assert report.rewrites[0].bindings["scale"] == "0.5"
     assert pypm.match(SimpleAttention, gm) == []
+
+
+def test_later_sweeps_visit_the_nodes_earlier_rewrites_inserted():
+    """A replacement may contain the root operator of another rule that had no candidate in the
+    original graph (here: neg). Sweeps after the first look only at surviving candidates and at
+    inserted nodes, so the inserted ones must be among them."""
+    @rule(P.Silu, name="silu-behind-negations")
+    def behind_negations(x):
+        return torch.neg(torch.neg(torch.nn.functional.silu(x)))
+
+    gm = traced(lambda x: (x * torch.sigmoid(x)).tanh())
+    report = check(gm, [behind_negations, drop_negations])
+    assert [r.rule for r in report.rewrites] == ["silu-behind-negations", "double-negation"]
+    assert report.sweeps == 3
+    assert [n.target for n in gm.graph.nodes if n.op == "call_function"] == [torch.nn.functional.silu]
+
+
+def test_an_untouched_graph_is_not_linted(monkeypatch):
+    gm = traced(lambda x: torch.tanh(x) * 2)
+    monkeypatch.setattr(torch.fx.Graph, "lint", lambda self: pytest.fail("linted"))
+    assert not RewritePass([to_silu]).apply(gm, X).rewrites
