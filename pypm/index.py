@@ -20,34 +20,54 @@ from .terms import TermView
 
 
 def root_ops(program: Program, p: Pattern) -> frozenset[str] | None:
-    """Operators that can head a value matched by p; None means "any value" (no filtering)."""
-    memo: dict[str, frozenset[str] | None] = {}
+    """Operators that can head a value matched by p; None means "any value" (no filtering).
 
-    def go(p: Pattern, active: frozenset[str]) -> frozenset[str] | None:
+    Variables refined by M-Then count: in ``x ; x ≍ q`` (a local variable that is returned, as in
+    ``out = Reshaped(y); assert ...; return out``) the value x stands for must match q, so its
+    root operators are q's."""
+    Env = dict[str, frozenset[str] | None]
+    memo: dict[tuple[str, Any], frozenset[str] | None] = {}
+
+    def go(p: Pattern, active: frozenset[str], env: Env) -> frozenset[str] | None:
         match p:
             case Op(f, _):
                 return frozenset((f,))
             case Fail() | Lit():
                 return frozenset()  # literals are not graph nodes
-            case Wild() | Var() | OpVar():
+            case Var(x):
+                return env.get(x)
+            case Wild() | OpVar():
                 return None
             case Alt(left, right):
-                a, b = go(left, active), go(right, active)
+                a, b = go(left, active, env), go(right, active, env)
                 return None if a is None or b is None else a | b
-            case Exists(_, body) | Guard(body, _) | Then(body, _, _):
-                return go(body, active)
-            case Call(name, _):
-                if name in memo:
-                    return memo[name]
-                if name in active:
-                    return frozenset()  # a cycle adds nothing new (least fixed point)
+            case Exists(x, body):
+                return go(body, active, {k: v for k, v in env.items() if k != x})
+            case Guard(body, _):
+                return go(body, active, env)
+            case Then(body, x, q):
+                refined = go(q, active, env)
+                inner = {k: v for k, v in env.items() if k != x}
+                if refined is not None:
+                    inner[x] = refined
+                return go(body, active, inner)
+            case Call(name, xs):
                 d = program.get(name)
-                result = None if d is None else go(d.body, active | {name})
-                memo[name] = result
+                if d is None:
+                    return None
+                inner = {y: env[x] for y, x in zip(d.params, xs) if env.get(x) is not None}
+                key = (name, tuple(sorted(inner.items(), key=lambda kv: kv[0])))
+                if key in memo:
+                    return memo[key]
+                if name in active:
+                    # A call back to itself with no operator in between: the checker rejects
+                    # such unguarded recursion, so this is an unchecked program; do not filter.
+                    return None
+                result = memo[key] = go(d.body, active | {name}, inner)
                 return result
         return None
 
-    return go(p, frozenset())
+    return go(p, frozenset(), {})
 
 
 def build_index(nodes: Iterable[Any]) -> dict[str, list[Any]]:

@@ -22,6 +22,19 @@ def Viewed(x):
 
 def Pair(f: Op, x):
     return f(x, x)
+
+def Local(x):
+    out = Layout(x) | neg(x)
+    return out
+
+def Named(x):
+    out = softmax(x, -1)
+    assert out.ndim != 3
+    return out
+
+def Either(x):
+    out = view(x, _) | Soft(x)
+    return out
 ''')
 
 TERM = parse("add(softmax(view(view(a, 1), 2), -1), log_softmax(neg(view(b, 3)), -1), f(c, c), "
@@ -40,6 +53,10 @@ def test_root_ops():
     assert ops("Soft") == {"softmax", "log_softmax"}
     assert ops("Any") is None and ops("Layout") is None and ops("Pair") is None
     assert ops("Viewed") == {"view", "neg"}
+    # a local variable that is returned has the root operators of what it is bound to (M-Then)
+    assert ops("Local") is None  # Layout(x) may be x itself
+    assert ops("Named") == {"softmax"}
+    assert ops("Either") == {"view", "softmax", "log_softmax"}
 
 
 def test_index_finds_the_same_matches_as_every_node():
