@@ -5,16 +5,24 @@ On the fused devices (:data:`pypm.rules.FUSED_DEVICES`, CUDA by default) the cal
 types (:func:`fused_unsuitable` says why not); otherwise, and on other devices, it is torch's
 ``scaled_dot_product_attention``.
 
-The pattern (``patterns/attention.pypm``) binds q, k, v, the scale (``mul_by`` or ``div_by``,
-read from the graph, never assumed to be 1/sqrt(d)) and the mask: ``causal`` when the guard
-``causal_mask``/``causal_keep`` proved it is the causal triangle, ``mask`` for any other boolean
-mask given to ``masked_fill`` (True masks out), ``keep`` for one given to ``where`` (True keeps),
-``bias`` for an additive one. The body picks the matching call, or declines with a reason.
+Two rules: ``attention`` for torch-level graphs (dynamo's, ``symbolic_trace``), and
+``attention-aten`` for ATen graphs (inductor's post-grad passes, ``pypm.inductor_pass()``), whose
+replacement must be an ATen op inductor lowers there: ``pypm::attention`` on the fused devices,
+``aten._scaled_dot_product_flash_attention_for_cpu`` on the CPU (inductor's own choice), and no
+rewrite elsewhere (the decomposed graph stays as it is).
+
+The patterns (``patterns/attention.pypm``, ``patterns/attention_aten.pypm``) bind q, k, v, the
+scale (``mul_by`` or ``div_by``, read from the graph, never assumed to be 1/sqrt(d)) and the mask:
+``causal`` when the guard ``causal_mask``/``causal_keep``/``causal_bias`` proved it is the causal
+triangle, ``mask`` for any other boolean mask given to ``masked_fill`` (True masks out), ``keep``
+for one given to ``where`` (True keeps), ``bias`` for an additive one. The body picks the matching
+call, or declines with a reason.
 """
 
 from __future__ import annotations
 
 import math
+import operator
 from typing import Any
 
 import torch
@@ -26,10 +34,14 @@ from pypm.fx import meta_value, size_value
 from pypm.guards import eq3
 from pypm.rewrite import Decline, rule
 
-from . import on_fused_device
+from . import on_fused_device, torch_device_type
 
 PATTERNS = load("attention")
 Attention = PATTERNS.Attention
+ATEN_PATTERNS = load("attention_aten")
+AttentionAten = ATEN_PATTERNS.AttentionAten
+
+aten = torch.ops.aten
 
 
 def _graph_scalar(v: torch.fx.Proxy, what: str) -> None:
@@ -141,6 +153,8 @@ def attention(q, k, v, mul_by, div_by, mul_after, div_after, causal, mask, keep,
             isinstance(fill, float) and math.isinf(fill) and fill < 0):
         raise Decline(f"the mask fills {fill!r}, not -inf: a fully masked row would differ "
                       "from scaled_dot_product_attention")
+    if bias is not None:
+        _check_bias(bias)
     attend = torch.logical_not(mask) if mask is not None else keep if keep is not None else bias
     fused = fused_unsuitable(q, k, v, mask if mask is not None else attend,
                              causal is not None) is None
@@ -150,6 +164,204 @@ def attention(q, k, v, mul_by, div_by, mul_after, div_after, causal, mask, keep,
     return _attend(q, k, v, attn_mask=attend, scale=scale, fused=fused)
 
 
-RULES = [attention]
+# ---------------------------------------------------------------------------------------------
+# ATen graphs (inductor post-grad)
 
-__all__ = ["RULES", "Attention", "attention", "fused_unsuitable", "scale_of"]
+# The ATen division overloads that divide exactly; ``div.Tensor_mode`` and ``div.Scalar_mode``
+# round unless their rounding_mode is None. Terms name ops by packet, so the rule checks this.
+_TRUE_DIVISIONS = (aten.div.Tensor, aten.div.Scalar)
+_ROUNDING_DIVISIONS = (aten.div.Tensor_mode, aten.div.Scalar_mode)
+
+# The dtypes aten._scaled_dot_product_flash_attention_for_cpu computes in.
+_CPU_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+
+
+def _rounding(p: Any) -> bool:
+    """Whether the bound division node rounds (``div.Tensor_mode`` with a rounding mode)."""
+    node = p.node
+    if node.target in _TRUE_DIVISIONS:
+        return False
+    if node.target in _ROUNDING_DIVISIONS:
+        mode = node.kwargs.get("rounding_mode", node.args[2] if len(node.args) > 2 else None)
+        return mode is not None
+    return True
+
+
+def _val(p: Any) -> Any:
+    return meta_value(p.node) if isinstance(p, torch.fx.Proxy) else None
+
+
+def _unsqueezed(p: Any) -> Any:
+    """``aten.unsqueeze(p, 0)``, with its example value set so that later checks can read it."""
+    out = aten.unsqueeze.default(p, 0)
+    val = _val(p)
+    if val is not None:
+        out.node.meta["val"] = val.unsqueeze(0)
+    return out
+
+
+def _scalar_tensor(value: float, like: Any) -> Any:
+    """A 0-d ``aten.full`` node of the dtype and device of ``like`` (a proxy). Its example value
+    is made under the graph's fake mode: a node without tensor inputs would otherwise get one
+    from another mode, which inductor's later passes refuse."""
+    lv = _val(like)
+    kwargs = {"dtype": lv.dtype, "device": lv.device}
+    out = like.tracer.create_proxy("call_function", aten.full.default, ([], value), kwargs)
+    mode = getattr(lv, "fake_mode", None)
+    if mode is not None:
+        with mode:
+            out.node.meta["val"] = torch.full([], value, **kwargs)
+    return out
+
+
+def _aten_scale(q: Any, mul_by: Any, div_by: Any) -> tuple[Any, float]:
+    """As :func:`scale_of`, in ATen ops: a scale computed in the graph is applied to q with
+    ``aten.mul``/``aten.div``, which inductor lowers in a post-grad graph."""
+    for v, what in ((mul_by, "scale"), (div_by, "scale divisor")):
+        if isinstance(v, torch.fx.Proxy):
+            _graph_scalar(v, what)
+            return (aten.mul.Tensor(q, v) if v is mul_by else aten.div.Tensor(q, v)), 1.0
+    return scale_of(q, mul_by, div_by)
+
+
+def cpu_unsuitable(q: Any, k: Any, v: Any, mask: Any) -> str | None:
+    """Why ``aten._scaled_dot_product_flash_attention_for_cpu`` cannot take these 4-d inputs
+    (None when it can): CPU tensors of one dtype it computes in, one head size for q, k and v,
+    one batch and head count, a mask that broadcasts to (B, H, Sq, Sk)."""
+    vals = [_val(t) for t in (q, k, v)]
+    if any(getattr(t, "shape", None) is None or getattr(t, "dtype", None) is None for t in vals):
+        return "input types unknown"
+    qv, kv, vv = vals
+    devices = {torch_device_type(t.device) for t in vals}
+    if devices != {"cpu"}:
+        return f"inputs on {', '.join(sorted(devices))}: no ATen attention op that inductor lowers " \
+               "in a post-grad graph is known there"
+    if qv.dtype not in _CPU_DTYPES or not (qv.dtype == kv.dtype == vv.dtype):
+        return f"dtypes {qv.dtype}, {kv.dtype}, {vv.dtype}"
+    if any(t.dim() != 4 for t in vals):
+        return "inputs are not 4-d"
+    (b, h, sq, d), (bk, hk, sk, dk), (bv, hv, sv, dv) = qv.shape, kv.shape, vv.shape
+    if not (_same(d, dk) and _same(d, dv)):
+        return "q, k and v head sizes differ"
+    if not (_same(b, bk) and _same(b, bv) and _same(h, hk) and _same(h, hv) and _same(sk, sv)):
+        return "batch, heads or lengths differ"
+    if mask is not None:
+        mv = _val(mask)
+        if getattr(mv, "shape", None) is None:
+            return "mask type unknown"
+        full = (b, h, sq, sk)
+        if mv.dim() > 4 or not all(size_value(m) == 1 or _same(m, f)
+                                   for m, f in zip(mv.shape[::-1], full[::-1])):
+            return "mask does not broadcast"
+    return None
+
+
+def _cpu_mask(mask: Any, kind: str, q: Any) -> Any:
+    """The mask as the CPU op takes it: 2-d or 4-d, additive, in the query's dtype. ``kind`` says
+    what the bound mask is: "mask" (boolean, True masks out), "keep" (boolean, True keeps) or
+    "bias" (additive)."""
+    qv, mv = _val(q), _val(mask)
+    if kind != "bias":
+        zero, ninf = _scalar_tensor(0.0, q), _scalar_tensor(float("-inf"), q)
+        mask = aten.where.self(mask, zero, ninf) if kind == "keep" else aten.where.self(mask, ninf, zero)
+    elif mv.dtype != qv.dtype:
+        mask = torch.ops.prims.convert_element_type.default(mask, qv.dtype)
+    for _ in range(0 if mv.dim() in (2, 4) else 4 - mv.dim()):
+        mask = aten.unsqueeze.default(mask, 0)
+    return mask
+
+
+def _check_bias(bias: Any) -> None:
+    """An additive mask must be a float tensor: a boolean one added to the scores adds 1 where
+    it is True, which no attention op's boolean mask means."""
+    val = _val(bias)
+    if val is not None and not val.dtype.is_floating_point:
+        raise Decline(f"the additive mask has dtype {val.dtype}, not a float dtype")
+
+
+def _fill_value(fill: Any) -> float | None:
+    """The constant a boolean mask fills: a number, or the value of a ``full``/``scalar_tensor``
+    node (masked_fill's decomposition); None when it is not a constant."""
+    if isinstance(fill, torch.fx.Proxy):
+        node = fill.node
+        if node.target is aten.full.default and len(node.args) > 1:
+            fill = node.args[1]
+        elif node.target is aten.scalar_tensor.default and node.args:
+            fill = node.args[0]
+        else:
+            return None
+    if isinstance(fill, bool) or not isinstance(fill, (int, float)):
+        return None
+    return float(fill)
+
+
+def _check_fill(fill: Any, *, strict: bool) -> None:
+    """A boolean mask's fill must be -inf (``strict``: a mask other than the proven causal one,
+    or one scaled afterwards), or very negative for a causal mask (every row keeps its diagonal,
+    so exp underflows to 0 where it is masked)."""
+    value = _fill_value(fill)
+    if value is None:
+        raise Decline(f"the mask fills {fill!r}, which is not a constant")
+    if strict and not (math.isinf(value) and value < 0):
+        raise Decline(f"the mask fills {value!r}, not -inf: a fully masked row would differ "
+                      "from scaled_dot_product_attention")
+    if value > _VERY_NEGATIVE:
+        raise Decline(f"the causal mask fills {value!r}, which is not very negative")
+
+
+_VERY_NEGATIVE = -1e4  # the bound the torch-level causal patterns use (attention.pypm)
+
+
+@rule(AttentionAten, name="attention-aten", priority=10)
+def attention_aten(q, k, v, mul_by, div_by, mul_after, div_after, causal, mask, keep, fill, bias,
+                   scaled, probs):
+    """One ATen attention call for the decomposed attention of a post-grad graph:
+    ``pypm::attention`` on the fused devices when its contract fits, else, on the CPU,
+    ``aten._scaled_dot_product_flash_attention_for_cpu``, the op inductor's own attention
+    fusion emits there; no rewrite on other devices."""
+    for d, what in ((scaled, "scale"), (probs, "softmax")):
+        if d is not None and _rounding(d):
+            raise Decline(f"the {what} division %{d.node.name} rounds ({d.node.target})")
+    after = mul_after if mul_after is not None else div_after
+    if after is not None and not _positive(after):
+        raise Decline(f"the scale applied after the mask ({after!r}) is not provably positive, "
+                      "so the mask's -inf could change sign")
+    if fill is not None:
+        _check_fill(fill, strict=after is not None or causal is None)
+    if any(_val(t) is None for t in (q, k, v)):
+        raise Decline("input types unknown")
+    three_d = _val(q).dim() == 3
+    if three_d:  # bmm on (B, S, D): one more leading dim for the 4-d ops
+        q, k, v = _unsqueezed(q), _unsqueezed(k), _unsqueezed(v)
+    given = mask if mask is not None else keep if keep is not None else bias
+    if bias is not None:
+        _check_bias(bias)
+    is_causal = causal is not None
+    why_not_fused = fused_unsuitable(q, k, v, given, is_causal)
+    fused = why_not_fused is None
+    why_not_cpu = None if fused else cpu_unsuitable(q, k, v, given)
+    if why_not_cpu is not None:
+        raise Decline(f"no attention op fits: pypm::attention: {why_not_fused}; "
+                      f"aten._scaled_dot_product_flash_attention_for_cpu: {why_not_cpu}")
+    if is_causal or given is None:
+        attn_mask = None
+    elif fused:
+        attn_mask = aten.logical_not.default(mask) if mask is not None else given
+    else:
+        attn_mask = _cpu_mask(given, "mask" if mask is not None else "keep" if keep is not None
+                              else "bias", q)
+    q, scale = _aten_scale(q, mul_by if after is None else mul_after,
+                           div_by if after is None else div_after)
+    if fused:
+        out = ops.attention(q, k, v, scale=scale, is_causal=is_causal, attn_mask=attn_mask)
+    else:
+        res = aten._scaled_dot_product_flash_attention_for_cpu.default(
+            q, k, v, 0.0, is_causal, attn_mask=attn_mask, scale=scale)
+        out = operator.getitem(res, 0)
+    return aten.squeeze.dim(out, 0) if three_d else out
+
+
+RULES = [attention, attention_aten]
+
+__all__ = ["RULES", "Attention", "AttentionAten", "attention", "attention_aten", "cpu_unsuitable",
+           "fused_unsuitable", "scale_of"]

@@ -312,3 +312,12 @@ def test_negative_scale_after_a_mask_is_declined_with_reason():
     report = RewritePass(RULES).apply(torch.fx.symbolic_trace(fn), qkv())  # +inf: NaN rows
     assert not report.rewrites
     assert any("not provably positive" in r for r in report.reasons())
+
+
+def test_a_boolean_additive_mask_is_not_taken_for_a_keep_mask():
+    # s + m with m boolean adds 1 where m is True; SDPA's boolean attn_mask would keep-or-drop
+    mask = torch.rand(T, T, generator=torch.Generator().manual_seed(3)) > 0.5
+    fn = lambda q, k, v: F.softmax(q @ k.transpose(-2, -1) + mask, -1) @ v
+    gm, report = rewrite(fn, qkv())
+    assert not report.rewrites and not sdpa_nodes(gm)
+    assert any("additive mask has dtype torch.bool" in r for r in report.reasons())
