@@ -32,6 +32,7 @@ themselves.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -76,8 +77,14 @@ def size_value(s: Any) -> Any:
 
 
 def _tensor_type(v: Any) -> tuple[tuple[Any, ...] | None, Any, Any]:
+    """(shape, dtype, the value itself when it is a tensor: its device is read on demand)."""
     if isinstance(v, torch.Tensor):
-        return tuple(size_value(s) for s in v.shape), v.dtype, str(v.device)
+        shape = tuple(v.shape)
+        for d in shape:
+            if type(d) is not int:
+                shape = tuple(size_value(d) for d in shape)
+                break
+        return shape, v.dtype, v
     shape = getattr(v, "shape", None)
     dtype = getattr(v, "dtype", None)
     if shape is not None and isinstance(dtype, torch.dtype):  # TensorMetadata
@@ -125,7 +132,8 @@ class FxTerm(TermView):
 
     @property
     def device(self) -> Any:
-        return self._types()[2]
+        tensor = self._types()[2]
+        return None if tensor is None else str(tensor.device)
 
     def __eq__(self, other: object) -> bool:
         return self is other
@@ -544,6 +552,9 @@ class TargetNames:
         return name
 
 
+_ATOMS = frozenset({Node, int, str, type(None)})  # key parts that stand for themselves
+
+
 def _freeze(a: Any) -> Any:
     """A hashable key for an argument. Nodes, ints, strings and None stand for themselves;
     floats and bools are tagged so that ``x * 1``, ``x * 1.0`` and ``x * True`` stay apart."""
@@ -613,18 +624,21 @@ class CSE:
         if depends_on_args and is_impure(n, names(n) if n.op != "call_module" else None, self.owner,
                                           names.module):
             return None
-        args = n.args
-        if not n.kwargs:
-            for a in args:
-                if type(a) is not Node:
-                    break
-            else:  # fast path: nodes only
-                return (target, tuple(rep.get(a, a) for a in args) if rep else args)
+        args, kwargs = n.args, n.kwargs
         if rep:
-            args, kwargs = _rep_args(args, rep), _rep_args(n.kwargs, rep)
-        else:
-            kwargs = n.kwargs
-        return (target, _freeze(args), _freeze(kwargs))
+            args, kwargs = _rep_args(args, rep), _rep_args(kwargs, rep)
+        # Fast path: arguments that stand for themselves in a key (nodes, ints, strings, None)
+        # are keyed as they are; anything else goes through _freeze.
+        for a in args:
+            if type(a) not in _ATOMS:
+                args = _freeze(args)
+                break
+        if not kwargs:
+            return (target, args)
+        for a in kwargs.values():
+            if type(a) not in _ATOMS:
+                return (target, args, _freeze(kwargs))
+        return (target, args, tuple(kwargs.items()))
 
     def classes(self) -> dict[Node, Node]:
         """Representatives of every node of the graph, without changing it (see cse_classes)."""
@@ -735,6 +749,11 @@ class GraphView:
             return size_value(a)
         return a
 
+    def _values(self, args: Iterable[Any]) -> tuple[Any, ...]:
+        """``value`` of each argument (nodes, the common case, looked up directly)."""
+        term = self.term
+        return tuple(term(a) if type(a) is Node else self.value(a) for a in args)
+
     def _param_term(self, qual: str, name: str) -> Any:
         key = f"{qual}.{name}"
         t = self._params.get(key)
@@ -761,10 +780,10 @@ class GraphView:
                          else self.value(a) for a in raw)
             return _normalise_dims(op, vals)
         if kind == "call_function" and isinstance(target, torch._ops.OpOverload):
-            vals = tuple(self.value(a) for a in _aten_place(target, args, kwargs))
+            vals = self._values(_aten_place(target, args, kwargs))
             return _normalise_dims(op, vals)
         if not kwargs and self._plain(kind, target, op):  # positions already canonical
-            return _normalise_dims(op, tuple(self.value(a) for a in _place(op, args, {})))
+            return _normalise_dims(op, self._values(_place(op, args, {})))
         bare = op
         sizes_at = schema.VARARG_SIZES.get(bare)
         if kind == "call_method":
@@ -784,8 +803,7 @@ class GraphView:
         if bare in ("ones", "zeros", "full") or bare.endswith("_like"):
             kwargs = {k: v for k, v in kwargs.items() if k in ("dtype", "fill_value")}
         placed = _place(op, tuple(args), kwargs, pos_names)
-        vals = tuple(self.value(a) for a in placed)
-        return _normalise_dims(op, vals)
+        return _normalise_dims(op, self._values(placed))
 
     def _plain(self, kind: str, target: Any, op: str) -> bool:
         """Whether a torch-level call's positional arguments are already in schema order (no
@@ -1001,10 +1019,9 @@ def infer_value(node: Node, owner: torch.nn.Module | None = None) -> Any:
         return None
     symbolic = any((isinstance(v, torch.Tensor) and any(isinstance(s, torch.SymInt) for s in v.shape))
                    or isinstance(v, (torch.SymInt, torch.SymFloat)) for v in vals)
-    memo_key = None if symbolic else _memo_key(node, args, kwargs)
-    if memo_key is not None and memo_key in _INFER_MEMO:
-        return _INFER_MEMO[memo_key]
     mode = next((v.fake_mode for v in vals if isinstance(v, FakeTensor)), None)
+    if mode is None:  # no fake input (``aten.full``): the mode of the graph's other values
+        mode = _graph_fake_mode(node.graph)
     if mode is None:
         global _FAKE_MODE
         if _FAKE_MODE is None:
@@ -1012,6 +1029,18 @@ def infer_value(node: Node, owner: torch.nn.Module | None = None) -> Any:
 
             _FAKE_MODE = FakeTensorMode(allow_non_fake_inputs=True)
         mode = _FAKE_MODE
+    # Results are remembered per fake mode (a value of another mode would mix modes in one
+    # graph), on the mode itself, so that they go when it goes.
+    memo = getattr(mode, "_pypm_infer_memo", None)
+    if memo is None:
+        memo = {}
+        try:
+            mode._pypm_infer_memo = memo
+        except AttributeError:
+            pass
+    memo_key = None if symbolic else _memo_key(node, args, kwargs)
+    if memo_key is not None and memo_key in memo:
+        return memo[memo_key]
 
     def to_meta(v: Any) -> Any:
         if isinstance(v, torch.Tensor) and not isinstance(v, FakeTensor):
@@ -1042,12 +1071,32 @@ def infer_value(node: Node, owner: torch.nn.Module | None = None) -> Any:
     with mode:
         out = fn(*args, **kwargs)
     if memo_key is not None:
-        _INFER_MEMO[memo_key] = out
+        memo[memo_key] = out
     return out
 
 
 _FAKE_MODE: Any = None
-_INFER_MEMO: dict[Any, Any] = {}  # static-shape results of inserted nodes, by target and input types
+_GRAPH_MODES: weakref.WeakKeyDictionary[torch.fx.Graph, Any] = weakref.WeakKeyDictionary()
+
+
+def _graph_fake_mode(graph: torch.fx.Graph) -> Any:
+    """The fake mode of the example values already in a graph (None when it has none), so that
+    a node without tensor inputs gets a value of the same mode: inductor's passes refuse a
+    graph that mixes modes. Looked up once per graph."""
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    try:
+        return _GRAPH_MODES[graph]
+    except KeyError:
+        pass
+    mode = None
+    for n in graph.nodes:
+        v = meta_value(n)
+        if isinstance(v, FakeTensor):
+            mode = v.fake_mode
+            break
+    _GRAPH_MODES[graph] = mode
+    return mode
 
 
 def _memo_key(node: Node, args: Any, kwargs: Any) -> Any:
@@ -1128,19 +1177,123 @@ def _flip(kind: str | None) -> str | None:
     return None if kind is None else (_UPPER if kind == _LOWER else _LOWER)
 
 
+def _constant_value(t: Any) -> Any:
+    """The value every element of a constant holds: a literal number or bool, or a term that
+    fills a tensor with one (ones, zeros, full, scalar_tensor, or a copy of one); None when t is
+    not such a constant. Through a cast only 0 and 1 (which every dtype keeps)."""
+    if not isinstance(t, TermView):
+        return t if isinstance(t, (bool, int, float)) else None
+    op, args = t.op, t.args
+    if op in ("ones", "ones_like", "aten.ones", "aten.ones_like"):
+        return 1
+    if op in ("zeros", "zeros_like", "aten.zeros", "aten.zeros_like"):
+        return 0
+    if op in ("full", "aten.full") and len(args) > 1 and not isinstance(args[1], TermView):
+        return _constant_value(args[1])
+    if op == "aten.scalar_tensor" and args and not isinstance(args[0], TermView):
+        return _constant_value(args[0])
+    if op in ("contiguous", "aten.clone", "aten.alias") and args:
+        return _constant_value(args[0])
+    if op in ("to", "aten._to_copy", "prims.convert_element_type") and args:
+        v = _constant_value(args[0])
+        return v if v is not None and not isinstance(v, bool) and v in (0, 1) else None
+    return None
+
+
+def _is_one(v: Any) -> bool:
+    return v is True or (not isinstance(v, bool) and isinstance(v, (int, float)) and v == 1)
+
+
+def _is_zero(v: Any) -> bool:
+    return v is False or (not isinstance(v, bool) and isinstance(v, (int, float)) and v == 0)
+
+
 def _all_true(t: Any) -> bool:
     """A term whose every element is 1 (or True): ones, ones_like, full with the value 1. (Exactly
     1, not just non-zero: a later cast to an integer dtype keeps 1 but turns 0.5 into 0.)"""
-    if not isinstance(t, TermView):
-        return False
-    if t.op in ("ones", "ones_like", "aten.ones", "aten.ones_like"):
-        return True
-    if t.op in ("full", "aten.full") and len(t.args) > 1 and not isinstance(t.args[1], TermView):
-        v = t.args[1]
-        return v is True or (not isinstance(v, bool) and isinstance(v, (int, float)) and v == 1)
-    if t.op in ("to", "aten._to_copy", "contiguous", "aten.clone"):
-        return _all_true(t.args[0]) if t.args else False
-    return False
+    return isinstance(t, TermView) and _is_one(_constant_value(t))
+
+
+def _int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+# Integer dtypes whose index arithmetic cannot wrap around at mask sizes (int8 and uint8 can).
+_INDEX_DTYPES = (torch.int32, torch.int64)
+
+
+def _index_form(t: Any) -> tuple[int, int, int] | None:
+    """(a, b, c) when t holds the integer a*i + b*j + c at row i, column j of its last two dims
+    (a 1-d t: b*j + c along its only dim), for index arithmetic built from ``prims.iota``,
+    ``unsqueeze``, ``add`` and ``sub``: how ``tril``/``triu`` decompose in ATen graphs. None
+    when that cannot be read off the term."""
+    if _int(t):
+        return (0, 0, t)
+    if not isinstance(t, TermView) or t.shape is None or t.dtype not in _INDEX_DTYPES:
+        return None
+    op, args = t.op, t.args
+    if op == "prims.iota" and len(args) > 2 and _int(args[1]) and _int(args[2]) and t.ndim == 1:
+        return (0, args[2], args[1])  # iota(n, start=s, step=d)[j] = d*j + s
+    if op in ("unsqueeze", "aten.unsqueeze") and len(args) > 1 and _int(args[1]) \
+            and isinstance(args[0], TermView) and args[0].ndim == 1:
+        base = _index_form(args[0])
+        if base is None:
+            return None
+        # to (1, n): the index runs along the columns; to (n, 1): along the rows
+        return (base[1], 0, base[2]) if args[1] % 2 == 1 else base
+    if op in ("sub", "add", "aten.sub", "aten.add") and len(args) > 2 and _int(args[2]) and args[2] == 1:
+        x, y = _operand_form(args[0], t), _operand_form(args[1], t)
+        if x is None or y is None:
+            return None
+        sign = -1 if op.endswith("sub") else 1
+        return (x[0] + sign * y[0], x[1] + sign * y[1], x[2] + sign * y[2])
+    return None
+
+
+def _operand_form(x: Any, t: TermView) -> tuple[int, int, int] | None:
+    """The index form of an operand of elementwise op t, when it holds in t's dims: a dim the
+    form depends on must not be broadcast (a size-1 iota repeated along a dim is not an index)."""
+    f = _index_form(x)
+    if f is None or not isinstance(x, TermView):
+        return f
+    if t.shape is None or len(t.shape) < 2:
+        return None
+    if f[0] != 0 and not (x.ndim >= 2 and _same_sizes(x.shape[-2:-1], t.shape[-2:-1])):
+        return None
+    if f[1] != 0 and not (x.ndim >= 1 and _same_sizes(x.shape[-1:], t.shape[-1:])):
+        return None
+    return f
+
+
+_COMPARISONS = {"le": "le", "lt": "lt", "ge": "ge", "gt": "gt", "aten.le": "le", "aten.lt": "lt",
+                "aten.ge": "ge", "aten.gt": "gt"}
+_MIRRORED = {"le": "ge", "lt": "gt", "ge": "le", "gt": "lt"}
+
+
+def _compared_triangle(t: TermView) -> str | None:
+    """Kind of ``x <= y`` (or <, >=, >) over index forms: lower when it says j - i <= 0, strict
+    upper when it says j - i >= 1, None otherwise."""
+    cmp, args = _COMPARISONS[t.op], t.args
+    if len(args) < 2:
+        return None
+    x, y = _operand_form(args[0], t), _operand_form(args[1], t)
+    if x is None or y is None:
+        return None
+    a, b, c = x[0] - y[0], x[1] - y[1], x[2] - y[2]  # the predicate: a*i + b*j + c  cmp  0
+    if (a, b) == (1, -1):
+        a, b, c, cmp = -a, -b, -c, _MIRRORED[cmp]
+    if (a, b) != (-1, 1):
+        return None
+    # j - i + c  cmp  0, that is j - i  cmp  -c; integers, so < k is <= k - 1 and > k is >= k + 1
+    if cmp in ("le", "lt"):
+        return _LOWER if -c - (cmp == "lt") == 0 else None
+    return _UPPER if -c + (cmp == "gt") == 1 else None
+
+
+def _keeps_last_two(x: Any, t: TermView) -> bool:
+    """Whether x, an operand of elementwise op t, has t's last two sizes (is not broadcast there)."""
+    return (isinstance(x, TermView) and x.shape is not None and t.shape is not None
+            and len(x.shape) >= 2 and len(t.shape) >= 2 and _same_sizes(x.shape[-2:], t.shape[-2:]))
 
 
 def _constant_triangle(tensor: Any) -> str | None:
@@ -1201,8 +1354,23 @@ def triangle_kind(t: Any, owner: torch.nn.Module | None = None) -> str | None:
         return _LOWER
     if op in ("triu", "aten.triu") and len(args) > 1 and _all_true(args[0]) and args[1] == 1:
         return _UPPER
-    if op in ("to", "contiguous", "aten._to_copy", "aten.clone", "aten.alias"):
+    if op in ("to", "contiguous", "aten._to_copy", "aten.clone", "aten.alias", "prims.convert_element_type"):
         return triangle_kind(args[0], owner)
+    if op in _COMPARISONS:
+        return _compared_triangle(t)
+    if op in ("logical_and", "aten.logical_and", "bitwise_and", "aten.bitwise_and") and len(args) > 1:
+        for x, y in ((args[0], args[1]), (args[1], args[0])):
+            if _all_true(y) and _keeps_last_two(x, t):
+                return triangle_kind(x, owner)
+        return None
+    if op in ("where", "aten.where") and len(args) > 2 and _keeps_last_two(args[0], t) \
+            and args[0].dtype == torch.bool:
+        x, y = _constant_value(args[1]), _constant_value(args[2])
+        if _is_one(x) and _is_zero(y):
+            return triangle_kind(args[0], owner)
+        if _is_zero(x) and _is_one(y):
+            return _flip(triangle_kind(args[0], owner))
+        return None
     if op in ("eq", "ne", "aten.eq", "aten.ne") and len(args) > 1 and not isinstance(args[1], TermView):
         inner = triangle_kind(args[0], owner)
         zero = args[1] == 0 or args[1] is False
@@ -1302,6 +1470,11 @@ def _bias_is_causal(t: Any) -> bool:
     if op in ("triu", "aten.triu") and len(args) > 1 and args[1] == 1 and isinstance(args[0], TermView):
         base = args[0]
         return base.op in ("full", "aten.full") and len(base.args) > 1 and _very_negative(base.args[1])
+    if op in ("where", "aten.where") and len(args) > 2 and _keeps_last_two(args[0], t) \
+            and args[0].dtype == torch.bool:
+        kind, x, y = triangle_kind(args[0]), _constant_value(args[1]), _constant_value(args[2])
+        return ((kind == _UPPER and _very_negative(x) and _is_zero(y))
+                or (kind == _LOWER and _is_zero(x) and _very_negative(y)))
     if op in ("to", "contiguous", "aten._to_copy", "aten.clone", "aten.alias"):
         return bool(args) and _bias_is_causal(args[0])
     if op == "getitem" and args and isinstance(args[0], TermView):

@@ -176,3 +176,25 @@ def test_aten_keyword_arguments_in_patterns_use_the_widest_overload():
     gm = make_fx(lambda x: x.sum(-1, keepdim=True) + x.sum(-1))(torch.randn(3, 4))
     (m,) = pypm.match(mod.RowSum, gm)
     assert m.root.args[1:3] == ((-1,), True)
+
+
+def test_inserted_values_use_the_graph_fake_mode():
+    """A node without tensor inputs (``aten.full``) gets an example value of the graph's own fake
+    mode, and remembered values never cross modes: inductor refuses graphs that mix them."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    from pypm.fx import infer_value
+
+    modes = []
+    for _ in range(2):
+        g = make_fx(lambda x: x * 2, tracing_mode="fake")(torch.randn(3))
+        ph = next(n for n in g.graph.nodes if n.op == "placeholder")
+        mode = ph.meta["val"].fake_mode
+        full = g.graph.call_function(torch.ops.aten.full.default, ([], 1.0),
+                                     {"dtype": torch.float32, "device": "cpu"})
+        full.meta["val"] = infer_value(full, g)
+        mul = g.graph.call_function(torch.ops.aten.mul.Tensor, (ph, full))
+        assert full.meta["val"].fake_mode is mode
+        assert infer_value(mul, g).fake_mode is mode  # the second graph: same key, other mode
+        modes.append(mode)
+    assert modes[0] is not modes[1]
