@@ -147,6 +147,19 @@ class Compiler:
         """Thread σ through p_i/v_i ... p_n/v_n (M-Op's premises, left to right)."""
         ms = [self.compile(a) for a in args]
         n = len(ms)
+        # Arities 0 to 2 (most operators) unrolled: one closure less per argument.
+        if n == 0:
+            return lambda vargs, i, s, region, k: k(s, region)
+        if n == 1:
+            m0 = ms[0]
+            return lambda vargs, i, s, region, k: m0(vargs[0], s, lambda o, r: k(o, region + r))
+        if n == 2:
+            m0, m1 = ms
+
+            def chain2(vargs: tuple[Any, ...], i: int, s: Subst, region: tuple[Any, ...], k: Cont) -> bool:
+                v1 = vargs[1]
+                return m0(vargs[0], s, lambda o, r: m1(v1, o, lambda o2, r2: k(o2, region + r + r2)))
+            return chain2
 
         def chain(vargs: tuple[Any, ...], i: int, s: Subst, region: tuple[Any, ...], k: Cont) -> bool:
             if i == n:

@@ -1103,8 +1103,8 @@ def _memo_key(node: Node, args: Any, kwargs: Any) -> Any:
     """A key for an inserted node's example value from its target and its inputs' static types
     (None when an input cannot be keyed)."""
     def sig(v: Any) -> Any:
-        if isinstance(v, torch.Tensor):
-            return ("T", tuple(v.shape), v.dtype, tuple(v.stride()), str(v.device))
+        if isinstance(v, torch.Tensor):  # static shapes here (symbolic ones are not memoised)
+            return ("T", v.shape, v.dtype, v.stride(), v.device)
         if isinstance(v, (list, tuple)):
             return tuple(sig(x) for x in v)
         if isinstance(v, dict):
