@@ -95,6 +95,12 @@ def _same(a: Any, b: Any) -> bool:
     return eq3(size_value(a), size_value(b)) is True
 
 
+def _broadcasts(mask: Any, full: tuple[Any, ...]) -> bool:
+    """Whether a mask's shape broadcasts to the scores' (B, H, Sq, Sk)."""
+    return mask.dim() <= 4 and all(size_value(m) == 1 or _same(m, f)
+                                   for m, f in zip(mask.shape[::-1], full[::-1]))
+
+
 def fused_unsuitable(q: Any, k: Any, v: Any, mask: Any, causal: bool) -> str | None:
     """Why ``pypm::attention`` cannot take these inputs (None when it can), decided from the
     graph's types alone, so that the rewrite never launches a kernel that would refuse them:
@@ -127,9 +133,7 @@ def fused_unsuitable(q: Any, k: Any, v: Any, mask: Any, causal: bool) -> str | N
             return "mask type unknown"
         if mv.dtype != torch.bool and not mv.dtype.is_floating_point:
             return "mask dtype"
-        full = (b, hq, sq, sk)
-        if mv.dim() > 4 or not all(size_value(m) == 1 or _same(m, f)
-                                   for m, f in zip(mv.shape[::-1], full[::-1])):
+        if not _broadcasts(mv, (b, hq, sq, sk)):
             return "mask does not broadcast"
     return None
 
@@ -249,9 +253,7 @@ def cpu_unsuitable(q: Any, k: Any, v: Any, mask: Any) -> str | None:
         mv = _val(mask)
         if getattr(mv, "shape", None) is None:
             return "mask type unknown"
-        full = (b, h, sq, sk)
-        if mv.dim() > 4 or not all(size_value(m) == 1 or _same(m, f)
-                                   for m, f in zip(mv.shape[::-1], full[::-1])):
+        if not _broadcasts(mv, (b, h, sq, sk)):
             return "mask does not broadcast"
     return None
 
