@@ -100,6 +100,11 @@ class Rule:
         return Compiler(self.program).compile(self.call)
 
     @functools.cached_property
+    def root_ops(self) -> frozenset[str] | None:
+        """The operators a match's root can have (None: any), for the driver's index."""
+        return root_ops(self.program, self.call)
+
+    @functools.cached_property
     def skeleton(self) -> Skeleton:
         """A necessary condition for a match, checked before the interpreter runs."""
         return skeleton(self.program, self.call)
@@ -404,7 +409,7 @@ class RewritePass:
         self._index: dict[str, list[Rule]] = {}
         self._anywhere: list[Rule] = []
         for r in self.rules:
-            ops = root_ops(r.program, r.call)
+            ops = r.root_ops
             if ops is None:
                 self._anywhere.append(r)
             else:
