@@ -48,6 +48,10 @@ def __getattr__(name: str) -> Any:
         module_name, attr = _LAZY[name]
         module = importlib.import_module(module_name)
         value = module if attr is None else getattr(module, attr)
+        if module_name == f"{__name__}.{name}" and callable(module):
+            # ``pypm.backend`` and ``pypm.explain`` are callable modules: binding the function
+            # here would hide the module from a later ``import pypm.backend``.
+            value = module
         globals()[name] = value
         return value
     raise AttributeError(f"module 'pypm' has no attribute {name!r}")

@@ -171,3 +171,18 @@ def test_fx_graph_cache_keeps_working_with_the_pass(monkeypatch, tmp_path):
             torch._dynamo.reset()
             torch.compile(lambda x: torch.sigmoid(x) * 3)(x)
     assert len(p.reports) == 1  # the second compile was a cache hit: the pass's uuid is stable
+
+
+def test_lazy_names_keep_the_callable_modules_whatever_the_import_order():
+    """``pypm.backend`` used first as a function, then imported as a module (as ``pypm.demo``
+    does), must still be both: a fresh interpreter, since this process imported both already."""
+    import subprocess
+    import sys
+
+    code = ("import pypm\n"
+            "assert pypm.backend is not None and pypm.explain is not None\n"
+            "import pypm.backend, pypm.explain\n"
+            "b = pypm.backend.backend(inner='eager')\n"
+            "assert isinstance(pypm.backend(inner='eager'), pypm.backend.Backend)\n"
+            "assert callable(pypm.explain.explain) and callable(pypm.explain)\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
