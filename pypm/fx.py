@@ -32,7 +32,6 @@ themselves.
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -1076,27 +1075,19 @@ def infer_value(node: Node, owner: torch.nn.Module | None = None) -> Any:
 
 
 _FAKE_MODE: Any = None
-_GRAPH_MODES: weakref.WeakKeyDictionary[torch.fx.Graph, Any] = weakref.WeakKeyDictionary()
 
 
 def _graph_fake_mode(graph: torch.fx.Graph) -> Any:
     """The fake mode of the example values already in a graph (None when it has none), so that
     a node without tensor inputs gets a value of the same mode: inductor's passes refuse a
-    graph that mixes modes. Looked up once per graph."""
+    graph that mixes modes. The first fake value, usually an input's, decides."""
     from torch._subclasses.fake_tensor import FakeTensor
 
-    try:
-        return _GRAPH_MODES[graph]
-    except KeyError:
-        pass
-    mode = None
     for n in graph.nodes:
         v = meta_value(n)
         if isinstance(v, FakeTensor):
-            mode = v.fake_mode
-            break
-    _GRAPH_MODES[graph] = mode
-    return mode
+            return v.fake_mode
+    return None
 
 
 def _memo_key(node: Node, args: Any, kwargs: Any) -> Any:

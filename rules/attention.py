@@ -205,17 +205,12 @@ def _unsqueezed(p: Any) -> Any:
 
 
 def _scalar_tensor(value: float, like: Any) -> Any:
-    """A 0-d ``aten.full`` node of the dtype and device of ``like`` (a proxy). Its example value
-    is made under the graph's fake mode: a node without tensor inputs would otherwise get one
-    from another mode, which inductor's later passes refuse."""
+    """A 0-d ``aten.full`` node of the dtype and device of ``like`` (a proxy). It has no proxy
+    argument, so it is created on the tracer directly; the rewriter gives it an example value
+    of the graph's fake mode."""
     lv = _val(like)
     kwargs = {"dtype": lv.dtype, "device": lv.device}
-    out = like.tracer.create_proxy("call_function", aten.full.default, ([], value), kwargs)
-    mode = getattr(lv, "fake_mode", None)
-    if mode is not None:
-        with mode:
-            out.node.meta["val"] = torch.full([], value, **kwargs)
-    return out
+    return like.tracer.create_proxy("call_function", aten.full.default, ([], value), kwargs)
 
 
 def _aten_scale(q: Any, mul_by: Any, div_by: Any) -> tuple[Any, float]:
