@@ -10,6 +10,12 @@ depth first, the left branch of ``|`` first). A continuation returns True to sto
 Each case names the rule of §3 it implements, as in :mod:`pypm.match`; the property test
 ``tests/test_rewrite_fastmatch.py`` checks that both produce the same results in the same order
 on random programs, terms and substitutions.
+
+Calls of non-recursive definitions are inlined (M-Call as substitution: the body with its
+parameters replaced by the argument variables and every other name renamed apart), which
+saves a frame and the copying of bindings in and out at each call. The renamed names contain
+``%``, which no pattern variable can, and are dropped from each result at the top (a frame
+drops them too, as it drops every local).
 """
 
 from __future__ import annotations
@@ -23,7 +29,18 @@ from .syntax import (
     Call,
     Exists,
     Fail,
+    GAttr,
+    GBinary,
+    GCall,
+    GCompare,
+    GConst,
+    GExpr,
+    GIndex,
+    GName,
+    GSlice,
+    GTuple,
     Guard,
+    GUnary,
     Lit,
     Op,
     OpVar,
@@ -41,15 +58,34 @@ Cont = Callable[[Subst, tuple[Any, ...]], bool]
 Matcher = Callable[[Any, Subst, Cont], bool]
 
 
-class Compiler:
-    """Compiles patterns over one program Δ; definitions are compiled once, on first call."""
+FRESH = "%"  # in every name the inliner makes up, and in no pattern variable
+INLINE_BUDGET = 4000  # constructors inlined per compiled pattern; calls beyond use frames
 
-    def __init__(self, program: Program):
+
+class Compiler:
+    """Compiles patterns over one program Δ; definitions are compiled once, on first call.
+    ``inline=False`` compiles every call as a frame (as the interpreter runs it)."""
+
+    def __init__(self, program: Program, *, inline: bool = True):
         self.program = program
         self._defs: dict[str, Matcher] = {}
+        self._recursive = _recursive(program) if inline else None
+        self._fresh = 0
+        self._budget = INLINE_BUDGET
 
     def compile(self, p: Pattern) -> Matcher:
         """The matcher of pattern p: ``m(v, σ, k)`` calls k on each result, stops when k does."""
+        start = self._fresh
+        m = self._compile(p)
+        if self._fresh == start:
+            return m
+
+        def top(v: Any, s: Subst, k: Cont) -> bool:  # drop the names inlining made up
+            return m(v, s, lambda out, region: k({x: w for x, w in out.items() if FRESH not in x},
+                                                 region))
+        return top
+
+    def _compile(self, p: Pattern) -> Matcher:
         match p:
             case Wild():  # M-Wild
                 def wild(v: Any, s: Subst, k: Cont) -> bool:
@@ -93,13 +129,13 @@ class Compiler:
                     return False
                 return opvar
             case Alt(left, right):  # M-AltL, then M-AltR
-                ml, mr = self.compile(left), self.compile(right)
+                ml, mr = self._compile(left), self._compile(right)
 
                 def alt(v: Any, s: Subst, k: Cont) -> bool:
                     return ml(v, s, k) or mr(v, s, k)
                 return alt
             case Exists(x, body):  # M-Exists
-                mb = self.compile(body)
+                mb = self._compile(body)
 
                 def exists(v: Any, s: Subst, k: Cont) -> bool:
                     inner = {y: w for y, w in s.items() if y != x} if x in s else s
@@ -112,10 +148,13 @@ class Compiler:
                         return k(out, region)
                     return mb(v, inner, restore)
                 return exists
-            case Call(name, xs):  # M-Call, by a frame (as in match.Interpreter._call)
+            case Call(name, xs):  # M-Call: inlined when it can be, else by a frame
+                inlined = self._inline(name, xs)
+                if inlined is not None:
+                    return self._compile(inlined)
                 return self._call(name, xs)
             case Guard(body, cond):  # M-Guard
-                mb = self.compile(body)
+                mb = self._compile(body)
                 fv = guard_free_vars(cond)
 
                 def guard(v: Any, s: Subst, k: Cont) -> bool:
@@ -130,7 +169,7 @@ class Compiler:
                     return mb(v, s, check)
                 return guard
             case Then(body, x, q):  # M-Then
-                mb, mq = self.compile(body), self.compile(q)
+                mb, mq = self._compile(body), self._compile(q)
 
                 def then(v: Any, s: Subst, k: Cont) -> bool:
                     def after(out: Subst, region: tuple[Any, ...]) -> bool:
@@ -145,7 +184,7 @@ class Compiler:
 
     def _chain(self, args: tuple[Pattern, ...]) -> Callable[..., bool]:
         """Thread σ through p_i/v_i ... p_n/v_n (M-Op's premises, left to right)."""
-        ms = [self.compile(a) for a in args]
+        ms = [self._compile(a) for a in args]
         n = len(ms)
         # Arities 0 to 2 (most operators) unrolled: one closure less per argument.
         if n == 0:
@@ -177,7 +216,7 @@ class Compiler:
         def call(v: Any, s: Subst, k: Cont) -> bool:
             body = self._defs.get(name)
             if body is None:  # compiled on first use, so recursive definitions compile lazily
-                self._defs[name] = body = self.compile(d.body)
+                self._defs[name] = body = self._compile(d.body)
             frame = {y: s[x] for y, x in pairs if x in s}
 
             def back(out: Subst, region: tuple[Any, ...]) -> bool:
@@ -193,6 +232,129 @@ class Compiler:
                 return k(result, region)
             return body(v, frame, back)
         return call
+
+
+    def _inline(self, name: str, xs: tuple[str, ...]) -> Pattern | None:
+        """The body of a non-recursive definition with its parameters replaced by ``xs`` and its
+        other names renamed apart, or None where a frame is needed: recursive or unknown
+        definitions, wrong arity, an argument passed twice (the frame binds the two parameters
+        apart, then compares), or the inlining budget spent."""
+        if self._recursive is None:
+            return None
+        d = self.program.get(name)
+        if d is None or name in self._recursive or len(xs) != len(d.params) \
+                or len(set(xs)) != len(xs):
+            return None
+        cost = _size(d.body)
+        if cost > self._budget:
+            return None
+        self._budget -= cost
+        self._fresh += 1
+        tag = f"{FRESH}{self._fresh}"
+        return _rename(d.body, dict(zip(d.params, xs)), tag, [0])
+
+
+def _recursive(program: Program) -> frozenset[str]:
+    """The definitions that can reach a call of themselves."""
+    calls = {name: _calls(d.body) for name, d in program.items()}
+    out = set()
+    for name in program:
+        seen: set[str] = set()
+        todo = list(calls[name])
+        while todo:
+            c = todo.pop()
+            if c == name:
+                out.add(name)
+                break
+            if c in seen or c not in calls:
+                continue
+            seen.add(c)
+            todo.extend(calls[c])
+    return frozenset(out)
+
+
+def _calls(p: Pattern) -> set[str]:
+    match p:
+        case Call(name, _):
+            return {name}
+        case Op(_, args) | OpVar(_, args):
+            return set().union(*(_calls(a) for a in args))
+        case Alt(left, right):
+            return _calls(left) | _calls(right)
+        case Exists(_, body) | Guard(body, _):
+            return _calls(body)
+        case Then(body, _, q):
+            return _calls(body) | _calls(q)
+    return set()
+
+
+def _size(p: Pattern) -> int:
+    match p:
+        case Op(_, args) | OpVar(_, args):
+            return 1 + sum(_size(a) for a in args)
+        case Alt(left, right) | Then(left, _, right):
+            return 1 + _size(left) + _size(right)
+        case Exists(_, body) | Guard(body, _):
+            return 1 + _size(body)
+    return 1
+
+
+def _rename(p: Pattern, env: dict[str, str], tag: str, count: list[int]) -> Pattern:
+    """p with each name looked up in ``env``; a name not there (one the body uses without
+    binding) gets ``name + tag``, each ∃ a name of its own (``count`` numbers them). The ∃
+    itself is dropped: its name is new and occurs once, so nothing outside its scope sees it,
+    and the top drops it from the result."""
+    def name(x: str) -> str:
+        return env.get(x) or env.setdefault(x, f"{x}{tag}")
+
+    match p:
+        case Var(x):
+            return Var(name(x), span=p.span)
+        case Op(f, args):
+            return Op(f, tuple(_rename(a, env, tag, count) for a in args), span=p.span)
+        case OpVar(x, args):
+            return OpVar(name(x), tuple(_rename(a, env, tag, count) for a in args), span=p.span)
+        case Alt(left, right):
+            return Alt(_rename(left, env, tag, count), _rename(right, env, tag, count), span=p.span)
+        case Exists(x, body):
+            count[0] += 1
+            return _rename(body, {**env, x: f"{x}{tag}.{count[0]}"}, tag, count)
+        case Call(f, xs):
+            return Call(f, tuple(name(x) for x in xs), span=p.span)
+        case Guard(body, cond):
+            return Guard(_rename(body, env, tag, count), _rename_guard(cond, name), span=p.span)
+        case Then(body, x, q):
+            return Then(_rename(body, env, tag, count), name(x), _rename(q, env, tag, count), span=p.span)
+    return p  # Wild, Lit, Fail
+
+
+def _rename_guard(g: GExpr, name: Callable[[str], str]) -> GExpr:
+    def r(e: GExpr | None) -> Any:
+        return None if e is None else _rename_guard(e, name)
+
+    match g:
+        case GName(x):
+            return GName(name(x), span=g.span)
+        case GConst():
+            return g
+        case GAttr(obj, attr):
+            return GAttr(r(obj), attr, span=g.span)
+        case GIndex(obj, index):
+            return GIndex(r(obj), r(index), span=g.span)
+        case GSlice(lo, hi, st):
+            return GSlice(r(lo), r(hi), r(st), span=g.span)
+        case GCall(f, args, kwargs):
+            return GCall(f, tuple(r(a) for a in args), tuple((k, r(e)) for k, e in kwargs),
+                         span=g.span)
+        case GUnary(op, operand):
+            return GUnary(op, r(operand), span=g.span)
+        case GBinary(op, left, right):
+            return GBinary(op, r(left), r(right), span=g.span)
+        case GCompare(first, rest):
+            return GCompare(r(first), tuple((op, r(e)) for op, e in rest), span=g.span)
+        case GTuple(items):
+            return GTuple(tuple(r(e) for e in items), span=g.span)
+    raise TypeError(f"not a guard expression: {g!r}")
 
 
 def first(matcher: Matcher, v: Any, sigma: Subst, accept: Callable[[Subst, tuple[Any, ...]], bool]) -> bool:

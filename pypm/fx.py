@@ -32,6 +32,7 @@ themselves.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -481,6 +482,22 @@ def _impure_target(node: Node, op: str) -> bool:
         return False
 
 
+def _all_submodules(owner: torch.nn.Module) -> dict[str, Any]:
+    """Every submodule by qualified name (duplicates under each name), like
+    ``named_modules(remove_duplicate=False)`` without its recursive generators."""
+    out: dict[str, Any] = {"": owner}
+    stack: list[tuple[str, torch.nn.Module]] = [("", owner)]
+    while stack:
+        prefix, mod = stack.pop()
+        for name, sub in mod._modules.items():
+            if sub is None:
+                continue
+            qual = f"{prefix}.{name}" if prefix else name
+            out[qual] = sub
+            stack.append((qual, sub))
+    return out
+
+
 class TargetNames:
     """Canonical names of nodes, cached by (kind, target), with submodules looked up once."""
 
@@ -499,7 +516,7 @@ class TargetNames:
             pass
         if not self._all_modules and self.owner is not None:  # one walk instead of one per call
             self._all_modules = True
-            self._modules.update(self.owner.named_modules(remove_duplicate=False))
+            self._modules.update(_all_submodules(self.owner))
             if qualname in self._modules:
                 return self._modules[qualname]
         mod = self._modules[qualname] = _submodule(self.owner, qualname)
@@ -616,7 +633,10 @@ class CSE:
     def key(self, n: Node, rep: Mapping[Node, Node]) -> Any:
         """The CSE key of a pure node (None for impure ones)."""
         names = self.names
-        info = names.cse_info(n)
+        try:
+            info = names._cse[(n.op, n.target)]
+        except (KeyError, TypeError):
+            info = names.cse_info(n)
         if info is None:
             return None
         target, depends_on_args = info
@@ -628,14 +648,15 @@ class CSE:
             args, kwargs = _rep_args(args, rep), _rep_args(kwargs, rep)
         # Fast path: arguments that stand for themselves in a key (nodes, ints, strings, None)
         # are keyed as they are; anything else goes through _freeze.
+        atoms = _ATOMS
         for a in args:
-            if type(a) not in _ATOMS:
+            if type(a) not in atoms:
                 args = _freeze(args)
                 break
         if not kwargs:
             return (target, args)
         for a in kwargs.values():
-            if type(a) not in _ATOMS:
+            if type(a) not in atoms:
                 return (target, args, _freeze(kwargs))
         return (target, args, tuple(kwargs.items()))
 
@@ -654,25 +675,62 @@ class CSE:
 
     def merge(self, dirty: set[Node] | None = None, erased: set[Node] | None = None) -> int:
         """Merge duplicates in place (all nodes, or those in ``dirty`` and what their merges
-        touch); erased nodes are recorded in ``erased``. Returns how many were removed."""
-        removed = 0
+        touch, in graph order); erased nodes are recorded in ``erased``. Returns how many were
+        removed."""
         if dirty is None:
             self.seen = {}
-        for n in list(self.graph.nodes):
-            if dirty is not None and n not in dirty:
+            return self._merge(list(self.graph.nodes), None, erased)
+        graph = self.graph
+        work = [n for n in dirty if n.graph is graph and not getattr(n, "_erased", False)]
+        try:
+            heapq.heapify(work)  # graph order: fx nodes compare by position
+        except TypeError:  # nodes without an order (older torch): start again, in graph order
+            self.seen = {}
+            return self._merge(list(graph.nodes), None, erased)
+        return self._merge(work, dirty, erased, heap=True)
+
+    def _merge(self, nodes: list[Node], dirty: set[Node] | None, erased: set[Node] | None,
+               heap: bool = False) -> int:
+        """Merge nodes into the first equal node seen: each of ``nodes`` in graph order, or
+        each node of a heap (in graph order too) that grows by the users of merged nodes. The
+        node that stays is always the earlier one: a rewrite may insert a node equal to one
+        further down the graph, which then merges into the new one."""
+        removed = 0
+        graph, seen, key = self.graph, self.seen, self.key
+        done: set[Node] = set()
+        i = 0
+        while True:
+            if heap:
+                if not nodes:
+                    break
+                n = heapq.heappop(nodes)
+                if n in done:
+                    continue
+                done.add(n)
+            else:
+                if i == len(nodes):
+                    break
+                n = nodes[i]
+                i += 1
+            k = key(n, {})
+            if k is None:
                 continue
-            key = self.key(n, {})
-            if key is None:
-                continue
-            first = self.seen.get(key)
+            first = seen.get(k)
             if first is None or first is n or (erased is not None and first in erased) \
-                    or first.graph is not self.graph:
-                self.seen[key] = n
+                    or first.graph is not graph:
+                seen[k] = n
                 continue
+            if heap and n < first:  # the table's node comes later: it merges into n
+                seen[k] = n
+                first, n = n, first
             if dirty is not None:
-                dirty.update(n.users)
+                users = [u for u in n.users if u not in done]
+                dirty.update(users)
+                if heap:
+                    for u in users:
+                        heapq.heappush(nodes, u)
             n.replace_all_uses_with(first)
-            self.graph.erase_node(n)
+            graph.erase_node(n)
             if erased is not None:
                 erased.add(n)
             removed += 1
@@ -1016,8 +1074,6 @@ def infer_value(node: Node, owner: torch.nn.Module | None = None) -> Any:
     kwargs = torch.fx.node.map_arg(node.kwargs, conv)
     if missing:
         return None
-    symbolic = any((isinstance(v, torch.Tensor) and any(isinstance(s, torch.SymInt) for s in v.shape))
-                   or isinstance(v, (torch.SymInt, torch.SymFloat)) for v in vals)
     mode = next((v.fake_mode for v in vals if isinstance(v, FakeTensor)), None)
     if mode is None:  # no fake input (``aten.full``): the mode of the graph's other values
         mode = _graph_fake_mode(node.graph)
@@ -1037,7 +1093,7 @@ def infer_value(node: Node, owner: torch.nn.Module | None = None) -> Any:
             mode._pypm_infer_memo = memo
         except AttributeError:
             pass
-    memo_key = None if symbolic else _memo_key(node, args, kwargs)
+    memo_key = _memo_key(node, args, kwargs)
     if memo_key is not None and memo_key in memo:
         return memo[memo_key]
 
@@ -1090,18 +1146,26 @@ def _graph_fake_mode(graph: torch.fx.Graph) -> Any:
     return None
 
 
+_PLAIN_KEYS = frozenset({int, float, bool, str, type(None), torch.dtype})
+
+
 def _memo_key(node: Node, args: Any, kwargs: Any) -> Any:
     """A key for an inserted node's example value from its target and its inputs' static types
-    (None when an input cannot be keyed)."""
+    (None when an input cannot be keyed, or has a symbolic size: those are not remembered)."""
     def sig(v: Any) -> Any:
-        if isinstance(v, torch.Tensor):  # static shapes here (symbolic ones are not memoised)
-            return ("T", v.shape, v.dtype, v.stride(), v.device)
+        t = type(v)
+        if t in _PLAIN_KEYS:
+            return (t, v)
+        if isinstance(v, torch.Tensor):
+            shape = tuple(v.shape)
+            for d in shape:
+                if type(d) is not int:
+                    raise TypeError  # a symbolic size
+            return ("T", shape, v.dtype, v.stride(), v.device)
         if isinstance(v, (list, tuple)):
             return tuple(sig(x) for x in v)
         if isinstance(v, dict):
             return tuple((k, sig(x)) for k, x in v.items())
-        if isinstance(v, (int, float, bool, str, type(None), torch.dtype)):
-            return (type(v).__name__, v)
         raise TypeError
     try:
         key = (node.op, node.target, sig(args), sig(kwargs))

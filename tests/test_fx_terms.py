@@ -198,3 +198,37 @@ def test_inserted_values_use_the_graph_fake_mode():
         assert infer_value(mul, g).fake_mode is mode  # the second graph: same key, other mode
         modes.append(mode)
     assert modes[0] is not modes[1]
+
+
+def test_incremental_cse_follows_merges_in_graph_order():
+    """A later sweep's CSE looks only at the nodes it is told changed, in graph order, and at
+    the users of what it merges: merging two equal nodes makes their users equal, and so on
+    down the chain, which one pass over the changed nodes must finish."""
+    from pypm.fx import CSE
+
+    def f(x):
+        a1, a2 = torch.neg(x), torch.neg(x)
+        b1, b2 = torch.tanh(a1), torch.tanh(a2)
+        return torch.sigmoid(b1) + torch.sigmoid(b2)
+
+    gm = torch.fx.symbolic_trace(f)
+    nodes = {n.name: n for n in gm.graph.nodes}
+    cse = CSE(gm.graph, gm)
+    erased: set = set()
+    assert cse.merge({nodes["neg_1"]}, erased) == 0  # neg is not yet in the table
+    cse.merge(None, erased)  # the full pass fills the table (and merges everything)
+    gm2 = torch.fx.symbolic_trace(f)
+    nodes = {n.name: n for n in gm2.graph.nodes}
+    cse2 = CSE(gm2.graph, gm2)
+    cse2.seen = {cse2.key(nodes["neg"], {}): nodes["neg"]}
+    erased2: set = set()
+    assert cse2.merge({nodes["neg_1"]}, erased2) == 1  # neg_1 only; its users are not yet known
+    cse2.seen.update({cse2.key(n, {}): n for n in (nodes["tanh"], nodes["sigmoid"])})
+    dirty = set(nodes["neg"].users)
+    assert cse2.merge(dirty, erased2) == 2  # tanh_1, then its user sigmoid_1
+    ops = [n.target for n in gm2.graph.nodes if n.op == "call_function"]
+    assert ops.count(torch.neg) == ops.count(torch.tanh) == ops.count(torch.sigmoid) == 1
+    gm2.graph.lint()
+    gm2.recompile()
+    x = torch.randn(3)
+    torch.testing.assert_close(gm2(x), f(x))

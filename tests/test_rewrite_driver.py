@@ -190,3 +190,123 @@ def test_an_untouched_graph_is_not_linted(monkeypatch):
     gm = traced(lambda x: torch.tanh(x) * 2)
     monkeypatch.setattr(torch.fx.Graph, "lint", lambda self: pytest.fail("linted"))
     assert not RewritePass([to_silu]).apply(gm, X).rewrites
+
+
+# ---------------------------------------------------------------------------------------------
+# What lint checks, per rewrite (RewritePass(lint="new"), the default) or on the whole graph
+
+
+def test_the_default_lint_checks_new_nodes_only(monkeypatch):
+    """By default a pass does not run torch's whole-graph lint (it is O(graph) however little
+    changed); lint="full" does, after the per-rewrite checks."""
+    monkeypatch.delenv("PYPM_LINT", raising=False)
+    calls = []
+    real = torch.fx.Graph.lint
+    monkeypatch.setattr(torch.fx.Graph, "lint", lambda self: calls.append(self) or real(self))
+    gm = traced(lambda x: x * torch.sigmoid(x) + 1)
+    assert RewritePass([to_silu]).apply(gm, X).rewrites and calls == []
+    gm = traced(lambda x: x * torch.sigmoid(x) + 1)
+    assert RewritePass([to_silu], lint="full").apply(gm, X).rewrites and calls == [gm.graph]
+    with pytest.raises(RewriteError, match="'new' or 'full'"):
+        RewritePass([to_silu], lint="some")
+
+
+def test_a_body_building_on_a_node_of_an_earlier_rewrite_is_an_error_naming_the_rule():
+    """A body that keeps a proxy from one rewrite and uses it in the next builds on a node that
+    comes after the new root (sweeps go from outputs to inputs): the per-rewrite lint stops it,
+    names the rule, and leaves the graph valid."""
+    kept = []
+
+    @rule(P.Sig, name="keeps-proxies")
+    def keeps(x):
+        kept.append(torch.tanh(x))
+        return kept[0] * 1.0
+
+    gm = traced(lambda x: torch.sigmoid(torch.sigmoid(x) + 1))
+    with pytest.raises(RewriteError, match="keeps-proxies built %mul_1 on %tanh, which comes after"):
+        RewritePass([keeps], lint="new").apply(gm, X)
+    gm.graph.lint()
+    gm.recompile()
+    torch.testing.assert_close(gm(*X), torch.tanh(torch.sigmoid(X[0]) + 1) * 1.0)
+
+
+def test_a_new_node_on_an_erased_node_is_an_error():
+    from pypm.rewrite import _lint_new
+
+    gm = traced(lambda x: torch.neg(x) + 1)
+    g = gm.graph
+    x, _, add = (n for n in g.nodes if n.op != "output")
+    gone = g.call_function(torch.tanh, (x,))
+    with g.inserting_before(add):
+        new = g.call_function(torch.exp, (gone,))
+    gone.replace_all_uses_with(x)
+    g.erase_node(gone)
+    new.args = (gone,)  # what a body holding a stale proxy would build
+    with pytest.raises(RewriteError, match="rule double-negation built %exp on %tanh, which is not a live"):
+        _lint_new(drop_negations, [new], new, add, gm)
+
+
+def test_a_replacement_defined_after_the_root_is_an_error():
+    """A body returning a node that comes after the root (a proxy smuggled in from outside
+    the match) would make the root's users use a value before it is defined."""
+    later = {}
+
+    @rule(P.Neg2, name="returns-a-later-node")
+    def returns_later(x):
+        return later["node"]
+
+    gm = traced(lambda x: torch.neg(torch.neg(x)) + torch.tanh(x))
+    later["node"] = next(n for n in gm.graph.nodes if n.target is torch.tanh)
+    with pytest.raises(RewriteError, match=r"returns-a-later-node.*comes after"):
+        RewritePass([returns_later], lint="new").apply(gm, X)
+    gm.graph.lint()
+
+
+def test_body_proxies_record_what_torch_proxies_record():
+    """BodyProxy's short path for torch calls builds the same nodes as torch.fx.Proxy: functions
+    with positional and keyword arguments, Tensor methods, ATen overloads, and calls it leaves
+    to torch (nested arguments)."""
+    from pypm.rewrite import BodyProxy, _BodyTracer
+
+    def build(proxy_type, tracer_type):
+        g = torch.fx.Graph()
+        x, y = g.placeholder("x"), g.placeholder("y")
+        tracer = tracer_type(g)
+        px, py = proxy_type(x, tracer), proxy_type(y, tracer)
+        a = torch.nn.functional.scaled_dot_product_attention(px, py, px, is_causal=True, scale=0.5)
+        b = a.transpose(-2, -1).to(torch.float16)
+        c = torch.ops.aten.unsqueeze.default(b, 0)
+        d = torch.cat([c, c], dim=0)  # a list argument: torch's own path
+        e = torch.where(px > 0, d, py)
+        g.output((e.node,))
+        types = [type(p) for p in (a, b, c, d, e)]
+        return [(n.op, n.target, n.args, n.kwargs, n.name) for n in g.nodes], types
+
+    ours, our_types = build(BodyProxy, _BodyTracer)
+    theirs, _ = build(torch.fx.Proxy, torch.fx.proxy.GraphAppendingTracer)
+    strip = [tuple(str(a) for a in row) for row in ours]
+    assert strip == [tuple(str(a) for a in row) for row in theirs]
+    assert all(t is BodyProxy for t in our_types)
+
+
+def test_a_new_node_equal_to_a_later_one_stays_and_the_later_one_merges_into_it():
+    """A replacement may build a node equal to one further down the graph (here neg(y)). The
+    next sweep's CSE must keep the earlier, new node: merging it into the later one would make
+    the replacement use a value before it is defined."""
+    S = pypm.loads("def Sub(x, y):\n    return sub(x, y)\n")
+
+    @rule(S.Sub, name="sub-to-add-neg")
+    def add_neg(x, y):
+        return x + torch.neg(y)
+
+    def f(x, y):
+        return (x - y) * 2 + torch.neg(y)
+
+    inputs = (torch.randn(3), torch.randn(3))
+    for lint in ("new", "full"):
+        gm = traced(f)
+        report = RewritePass([add_neg], lint=lint).apply(gm, inputs)
+        assert report.counts() == {"sub-to-add-neg": 1}
+        gm.graph.lint()
+        assert [n.target for n in gm.graph.nodes].count(torch.neg) == 1
+        torch.testing.assert_close(gm(*inputs), f(*inputs))

@@ -18,12 +18,70 @@ def interpreted(program, p, v, sigma):
     return [(dict(s), r) for s, r in Interpreter(program).run(p, v, dict(sigma))]
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
 @given(cases())
 def test_compiled_matcher_agrees_with_the_interpreter(case):
+    """With calls inlined (the default) and with every call a frame."""
     expected = interpreted(case.program, case.pattern, case.value, case.sigma)
-    got = all_results(Compiler(case.program).compile(case.pattern), case.value, dict(case.sigma))
-    assert got == expected
+    for inline in (True, False):
+        m = Compiler(case.program, inline=inline).compile(case.pattern)
+        assert all_results(m, case.value, dict(case.sigma)) == expected
+
+
+INLINING = pypm.loads(
+    "def Twice(x):\n"
+    "    return add(x, x)\n"
+    "def Local(x, y):\n"
+    "    z = neg(y)\n"
+    "    return add(x, z)\n"
+    "def Shadow(z, y):\n"
+    "    t = Local(z, y)\n"
+    "    return t\n"
+    "def Sum(a, b):\n"
+    "    assert a.shape == b.shape\n"
+    "    return add(a, b)\n"
+    "def Pair(u, w):\n"
+    "    return Sum(u, w) | Sum(w, u)\n"
+    "def Chain(x):\n"
+    "    return neg(Chain(x)) | x\n"
+    "def Same(p, q):\n"
+    "    return Twice(p) | add(p, q)\n"
+    "def Dup(s):\n"
+    "    return Same(s, s)\n"
+)
+
+
+def test_inlined_calls_rename_locals_apart_and_keep_frames_where_needed():
+    """Locals of an inlined body never meet the caller's names (a callee local named like a
+    caller's argument, an ∃ shadowing a parameter), guards see the caller's values, recursive
+    definitions and calls passing one variable twice keep their frames, and no made-up name
+    reaches a result."""
+    def f(x, y):
+        a = torch.neg(y)
+        return torch.neg(torch.neg(x + a)) + (x + a) + (y + y)
+
+    gm = torch.fx.symbolic_trace(f)
+    propagate_types(gm, (torch.randn(3), torch.randn(3)))
+    view = GraphView(gm)
+    for name in ("Twice", "Local", "Shadow", "Pair", "Chain", "Same", "Dup"):
+        found = 0
+        program, definition = resolve(getattr(INLINING, name))
+        call = call_of(definition)
+        frames = Compiler(program, inline=False).compile(call)
+        inlined_compiler = Compiler(program)
+        inlined = inlined_compiler.compile(call)
+        for n in gm.graph.nodes:
+            t = view.term(n)
+            expected = interpreted(program, call, t, {})
+            assert all_results(inlined, t, {}) == all_results(frames, t, {}) == expected
+            for sigma, _ in expected:
+                assert not any("%" in k for k in sigma)
+            found += len(expected)
+        assert found > 0, name
+        assert inlined_compiler._recursive == {"Chain"}
+    program, definition = resolve(INLINING.Dup)
+    assert Compiler(program)._inline("Same", ("s", "s")) is None  # one variable twice: a frame
+    assert Compiler(program)._inline("Twice", ("s",)) is not None
 
 
 def test_compiled_matcher_on_attention_graphs():
