@@ -29,18 +29,7 @@ from .syntax import (
     Call,
     Exists,
     Fail,
-    GAttr,
-    GBinary,
-    GCall,
-    GCompare,
-    GConst,
-    GExpr,
-    GIndex,
-    GName,
-    GSlice,
-    GTuple,
     Guard,
-    GUnary,
     Lit,
     Op,
     OpVar,
@@ -50,6 +39,7 @@ from .syntax import (
     Var,
     Wild,
     guard_free_vars,
+    rename_guard,
 )
 from .terms import TermView, values_equal
 
@@ -322,39 +312,11 @@ def _rename(p: Pattern, env: dict[str, str], tag: str, count: list[int]) -> Patt
         case Call(f, xs):
             return Call(f, tuple(name(x) for x in xs), span=p.span)
         case Guard(body, cond):
-            return Guard(_rename(body, env, tag, count), _rename_guard(cond, name), span=p.span)
+            renamed = {x: name(x) for x in guard_free_vars(cond)}
+            return Guard(_rename(body, env, tag, count), rename_guard(cond, renamed), span=p.span)
         case Then(body, x, q):
             return Then(_rename(body, env, tag, count), name(x), _rename(q, env, tag, count), span=p.span)
     return p  # Wild, Lit, Fail
-
-
-def _rename_guard(g: GExpr, name: Callable[[str], str]) -> GExpr:
-    def r(e: GExpr | None) -> Any:
-        return None if e is None else _rename_guard(e, name)
-
-    match g:
-        case GName(x):
-            return GName(name(x), span=g.span)
-        case GConst():
-            return g
-        case GAttr(obj, attr):
-            return GAttr(r(obj), attr, span=g.span)
-        case GIndex(obj, index):
-            return GIndex(r(obj), r(index), span=g.span)
-        case GSlice(lo, hi, st):
-            return GSlice(r(lo), r(hi), r(st), span=g.span)
-        case GCall(f, args, kwargs):
-            return GCall(f, tuple(r(a) for a in args), tuple((k, r(e)) for k, e in kwargs),
-                         span=g.span)
-        case GUnary(op, operand):
-            return GUnary(op, r(operand), span=g.span)
-        case GBinary(op, left, right):
-            return GBinary(op, r(left), r(right), span=g.span)
-        case GCompare(first, rest):
-            return GCompare(r(first), tuple((op, r(e)) for op, e in rest), span=g.span)
-        case GTuple(items):
-            return GTuple(tuple(r(e) for e in items), span=g.span)
-    raise TypeError(f"not a guard expression: {g!r}")
 
 
 def first(matcher: Matcher, v: Any, sigma: Subst, accept: Callable[[Subst, tuple[Any, ...]], bool]) -> bool:

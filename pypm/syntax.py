@@ -9,7 +9,7 @@ from equality, so two patterns that differ only in where they were written compa
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -259,6 +259,38 @@ def guard_free_vars(g: GExpr) -> frozenset[str]:
             return guard_free_vars(first).union(*(guard_free_vars(e) for _, e in rest))
         case GTuple(items):
             return frozenset().union(*(guard_free_vars(e) for e in items))
+    raise TypeError(f"not a guard expression: {g!r}")
+
+
+def rename_guard(g: GExpr, env: Mapping[str, str]) -> GExpr:
+    """g with every variable x replaced by env[x] (names not in env are kept): the guard part
+    of M-Call's substitution body[ȳ := x̄]."""
+
+    def go(e: GExpr | None) -> Any:
+        return None if e is None else rename_guard(e, env)
+
+    match g:
+        case GName(name):
+            return GName(env.get(name, name), span=g.span)
+        case GConst():
+            return g
+        case GAttr(obj, attr):
+            return GAttr(go(obj), attr, span=g.span)
+        case GIndex(obj, index):
+            return GIndex(go(obj), go(index), span=g.span)
+        case GSlice(lo, hi, st):
+            return GSlice(go(lo), go(hi), go(st), span=g.span)
+        case GCall(func, args, kwargs):
+            return GCall(func, tuple(go(a) for a in args), tuple((k, go(e)) for k, e in kwargs),
+                         span=g.span)
+        case GUnary(op, operand):
+            return GUnary(op, go(operand), span=g.span)
+        case GBinary(op, left, right):
+            return GBinary(op, go(left), go(right), span=g.span)
+        case GCompare(first, rest):
+            return GCompare(go(first), tuple((op, go(e)) for op, e in rest), span=g.span)
+        case GTuple(items):
+            return GTuple(tuple(go(e) for e in items), span=g.span)
     raise TypeError(f"not a guard expression: {g!r}")
 
 
