@@ -14,12 +14,13 @@ None) and returns the replacement value, or None / :class:`Decline` to decline.
 3. the matcher (the pattern compiled by :mod:`pypm.fastmatch`, equivalent to the interpreter)
    calls back with each match (immutable :class:`~pypm.match.Match`) in order; for each,
    :func:`unsafe_reason` checks the region (no intermediate escapes, nothing impure);
-4. :func:`_run_body` traces the body's replacement in front of the root; :func:`_type_check`
-   requires the root's shape and dtype;
+4. :func:`_run_body` traces the body's replacement in front of the root (on
+   :class:`BodyProxy` proxies); :func:`_lint_new` checks what ``graph.lint()`` would on the
+   nodes it added; :func:`_type_check` requires the root's shape and dtype;
 5. :func:`_commit` rewires the root's users and removes the dead region;
 6. sweeps repeat to a fixpoint (a cap names the rules that keep rewriting); candidate roots
-   that matched nothing are explained (:mod:`pypm.explain`). What lint checks is checked on
-   each rewrite's new nodes (:func:`_lint_new`; ``lint="full"`` runs ``graph.lint()`` too).
+   that matched nothing are explained (:mod:`pypm.explain`); with ``lint="full"``, the whole
+   graph is linted by torch as well.
 
 Every rewrite and every declined or unsafe match lands in the :class:`RewriteReport`.
 """
