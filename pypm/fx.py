@@ -679,18 +679,17 @@ class CSE:
         removed."""
         if dirty is None:
             self.seen = {}
-            return self._merge(list(self.graph.nodes), None, erased)
+            return self._merge(list(self.graph.nodes), erased)
         graph = self.graph
         work = [n for n in dirty if n.graph is graph and not getattr(n, "_erased", False)]
         try:
             heapq.heapify(work)  # graph order: fx nodes compare by position
         except TypeError:  # nodes without an order (older torch): start again, in graph order
             self.seen = {}
-            return self._merge(list(graph.nodes), None, erased)
-        return self._merge(work, dirty, erased, heap=True)
+            return self._merge(list(graph.nodes), erased)
+        return self._merge(work, erased, heap=True)
 
-    def _merge(self, nodes: list[Node], dirty: set[Node] | None, erased: set[Node] | None,
-               heap: bool = False) -> int:
+    def _merge(self, nodes: list[Node], erased: set[Node] | None, heap: bool = False) -> int:
         """Merge nodes into the first equal node seen: each of ``nodes`` in graph order, or
         each node of a heap (in graph order too) that grows by the users of merged nodes. The
         node that stays is always the earlier one: a rewrite may insert a node equal to one
@@ -723,11 +722,9 @@ class CSE:
             if heap and n < first:  # the table's node comes later: it merges into n
                 seen[k] = n
                 first, n = n, first
-            if dirty is not None:
-                users = [u for u in n.users if u not in done]
-                dirty.update(users)
-                if heap:
-                    for u in users:
+            if heap:  # their keys change: look at them again
+                for u in n.users:
+                    if u not in done:
                         heapq.heappush(nodes, u)
             n.replace_all_uses_with(first)
             graph.erase_node(n)
