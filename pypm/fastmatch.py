@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from .check import call_edges
 from .guards import GuardEvalError, evaluate, truth
 from .syntax import (
     Alt,
@@ -40,6 +41,7 @@ from .syntax import (
     Wild,
     guard_free_vars,
     rename_guard,
+    size,
 )
 from .terms import TermView, values_equal
 
@@ -235,7 +237,7 @@ class Compiler:
         if d is None or name in self._recursive or len(xs) != len(d.params) \
                 or len(set(xs)) != len(xs):
             return None
-        cost = _size(d.body)
+        cost = size(d.body)
         if cost > self._budget:
             return None
         self._budget -= cost
@@ -246,7 +248,7 @@ class Compiler:
 
 def _recursive(program: Program) -> frozenset[str]:
     """The definitions that can reach a call of themselves."""
-    calls = {name: _calls(d.body) for name, d in program.items()}
+    calls = {name: {c.name for c, _ in call_edges(d.body)} for name, d in program.items()}
     out = set()
     for name in program:
         seen: set[str] = set()
@@ -261,32 +263,6 @@ def _recursive(program: Program) -> frozenset[str]:
             seen.add(c)
             todo.extend(calls[c])
     return frozenset(out)
-
-
-def _calls(p: Pattern) -> set[str]:
-    match p:
-        case Call(name, _):
-            return {name}
-        case Op(_, args) | OpVar(_, args):
-            return set().union(*(_calls(a) for a in args))
-        case Alt(left, right):
-            return _calls(left) | _calls(right)
-        case Exists(_, body) | Guard(body, _):
-            return _calls(body)
-        case Then(body, _, q):
-            return _calls(body) | _calls(q)
-    return set()
-
-
-def _size(p: Pattern) -> int:
-    match p:
-        case Op(_, args) | OpVar(_, args):
-            return 1 + sum(_size(a) for a in args)
-        case Alt(left, right) | Then(left, _, right):
-            return 1 + _size(left) + _size(right)
-        case Exists(_, body) | Guard(body, _):
-            return 1 + _size(body)
-    return 1
 
 
 def _rename(p: Pattern, env: dict[str, str], tag: str, count: list[int]) -> Pattern:

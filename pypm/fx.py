@@ -633,10 +633,7 @@ class CSE:
     def key(self, n: Node, rep: Mapping[Node, Node]) -> Any:
         """The CSE key of a pure node (None for impure ones)."""
         names = self.names
-        try:
-            info = names._cse[(n.op, n.target)]
-        except (KeyError, TypeError):
-            info = names.cse_info(n)
+        info = names.cse_info(n)
         if info is None:
             return None
         target, depends_on_args = info

@@ -50,6 +50,7 @@ from .fx import (
     Skeleton,
     TargetNames,
     call_of,
+    fetch_attr,
     fits,
     has_types,
     infer_value,
@@ -315,43 +316,35 @@ class BodyProxy(torch.fx.Proxy):
     @classmethod
     def __torch_function__(cls, orig_method: Any, types: Any, args: Any = (),
                            kwargs: Any = None) -> Any:
-        tracer = None
-        plain = _PLAIN_ARGS
-        args_: list[Any] = []
-        kwargs_: dict[str, Any] = {}
-        for a in args or ():
+        tracers: set[Any] = set()
+
+        def unwrap(a: Any) -> Any:
             if isinstance(a, torch.fx.Proxy):
-                if tracer is None:
-                    tracer = a.tracer
-                elif a.tracer is not tracer:
-                    break
-                args_.append(a.node)
-            elif type(a) in plain:
-                args_.append(a)
-            else:
-                break
+                tracers.add(a.tracer)
+                return a.node
+            if type(a) in _PLAIN_ARGS:
+                return a
+            raise _NotPlain
+
+        kind = _call_kind(orig_method)
+        try:
+            args_ = tuple(unwrap(a) for a in args or ())
+            kwargs_ = {k: unwrap(a) for k, a in (kwargs or {}).items()}
+        except _NotPlain:
+            kind = None
+        if kind is None or len(tracers) != 1:
+            return super().__torch_function__(orig_method, types, args, kwargs)
+        (tracer,) = tracers
+        if kind == "call_method":
+            node = tracer.create_node(kind, orig_method.__name__, args_, kwargs_)
         else:
-            for k, a in (kwargs or {}).items():
-                if isinstance(a, torch.fx.Proxy):
-                    if tracer is None:
-                        tracer = a.tracer
-                    elif a.tracer is not tracer:
-                        break
-                    kwargs_[k] = a.node
-                elif type(a) in plain:
-                    kwargs_[k] = a
-                else:
-                    break
-            else:
-                kind = _call_kind(orig_method)
-                if tracer is not None and kind is not None:
-                    if kind == "call_method":
-                        node = tracer.create_node(kind, orig_method.__name__, tuple(args_), kwargs_)
-                    else:
-                        node = tracer.create_node(kind, orig_method, tuple(args_), kwargs_,
-                                                  name=tracer.graph._target_to_str(orig_method.__name__))
-                    return tracer.proxy(node)
-        return super().__torch_function__(orig_method, types, args, kwargs)
+            node = tracer.create_node(kind, orig_method, args_, kwargs_,
+                                      name=tracer.graph._target_to_str(orig_method.__name__))
+        return tracer.proxy(node)
+
+
+class _NotPlain(Exception):
+    """An argument BodyProxy's short path does not take (it goes to torch's path)."""
 
 
 def _call_kind(fn: Any) -> str | None:
@@ -449,14 +442,7 @@ def _lint_new(rule: Rule, new: list[Node], out: Node, root: Node,
                                "it in the graph", rule.span, pattern=rule.name)
     for n in new:
         if n.op in ("get_attr", "call_module") and owner is not None:
-            try:
-                target = owner.get_submodule(n.target) if n.op == "call_module" else None
-                if n.op == "get_attr":
-                    mod, _, attr = str(n.target).rpartition(".")
-                    target = getattr(owner.get_submodule(mod), attr)
-            except AttributeError:
-                target = None
-            if target is None:
+            if fetch_attr(owner, str(n.target)) is None:
                 raise RewriteError(f"rule {rule.name} built %{n.name} on {n.op} {n.target!r}, "
                                    "which the module does not have", rule.span, pattern=rule.name)
     return True
