@@ -621,7 +621,13 @@ def _cse_target(n: Node, names: TargetNames) -> Any:
 class CSE:
     """Common-subexpression elimination over one graph, kept incremental across sweeps: the
     table of keys survives, and a later :meth:`merge` only looks at the nodes it is told
-    changed (new nodes and users of rewired ones) and at the users of what it merges."""
+    changed (new nodes and users of rewired ones) and at the users of what it merges.
+
+    Most nodes of a model graph are the only user of one of their inputs (a chain: each layer
+    feeds the next), and such a node can have no equal: an equal node would take the same
+    input. :meth:`merge` leaves those out of the table (``lone``, by that input) and puts one
+    back the moment that input has another user that could equal it, so that most nodes are
+    never keyed at all."""
 
     def __init__(self, graph: torch.fx.Graph, owner: torch.nn.Module | None = None,
                  names: TargetNames | None = None):
@@ -629,6 +635,7 @@ class CSE:
         self.owner = owner
         self.names = names or TargetNames(owner)
         self.seen: dict[Any, Node] = {}
+        self.lone: dict[Node, Node] = {}  # input -> the node left out of `seen` as its only user
 
     def key(self, n: Node, rep: Mapping[Node, Node]) -> Any:
         """The CSE key of a pure node (None for impure ones)."""
@@ -675,14 +682,14 @@ class CSE:
         touch, in graph order); erased nodes are recorded in ``erased``. Returns how many were
         removed."""
         if dirty is None:
-            self.seen = {}
+            self.seen, self.lone = {}, {}
             return self._merge(list(self.graph.nodes), erased)
         graph = self.graph
         work = [n for n in dirty if n.graph is graph and not getattr(n, "_erased", False)]
         try:
             heapq.heapify(work)  # graph order: fx nodes compare by position
         except TypeError:  # nodes without an order (older torch): start again, in graph order
-            self.seen = {}
+            self.seen, self.lone = {}, {}
             return self._merge(list(graph.nodes), erased)
         return self._merge(work, erased, heap=True)
 
@@ -690,11 +697,19 @@ class CSE:
         """Merge nodes into the first equal node seen: each of ``nodes`` in graph order, or
         each node of a heap (in graph order too) that grows by the users of merged nodes. The
         node that stays is always the earlier one: a rewrite may insert a node equal to one
-        further down the graph, which then merges into the new one."""
+        further down the graph, which then merges into the new one.
+
+        A node that is the only user of one of its inputs is left out (``lone``); any other
+        node first puts back the nodes left out by its inputs, since it may equal one of them
+        (an input that had one user has more now)."""
         removed = 0
-        graph, seen, key = self.graph, self.seen, self.key
+        graph, seen, lone, key = self.graph, self.seen, self.lone, self.key
         done: set[Node] = set()
         i = 0
+
+        def stale(m: Node) -> bool:
+            return (erased is not None and m in erased) or m.graph is not graph
+
         while True:
             if heap:
                 if not nodes:
@@ -708,26 +723,39 @@ class CSE:
                     break
                 n = nodes[i]
                 i += 1
-            k = key(n, {})
-            if k is None:
-                continue
-            first = seen.get(k)
-            if first is None or first is n or (erased is not None and first in erased) \
-                    or first.graph is not graph:
-                seen[k] = n
-                continue
-            if heap and n < first:  # the table's node comes later: it merges into n
-                seen[k] = n
-                first, n = n, first
-            if heap:  # their keys change: look at them again
-                for u in n.users:
-                    if u not in done:
-                        heapq.heappush(nodes, u)
-            n.replace_all_uses_with(first)
-            graph.erase_node(n)
-            if erased is not None:
-                erased.add(n)
-            removed += 1
+            inputs = n._input_nodes
+            for a in inputs:
+                if len(a.users) == 1:  # n is a's only user: no other node can equal it
+                    lone[a] = n
+                    break
+            else:
+                for a in inputs:  # put back the nodes that may now have an equal: n
+                    m = lone.pop(a, None)
+                    if m is not None and m is not n and not stale(m):
+                        km = key(m, {})
+                        if km is not None:
+                            other = seen.get(km)
+                            if other is None or stale(other):
+                                seen[km] = m
+                k = key(n, {})
+                if k is None:
+                    continue
+                first = seen.get(k)
+                if first is None or first is n or stale(first):
+                    seen[k] = n
+                    continue
+                if heap and n < first:  # the table's node comes later: it merges into n
+                    seen[k] = n
+                    first, n = n, first
+                if heap:  # their keys change: look at them again
+                    for u in n.users:
+                        if u not in done:
+                            heapq.heappush(nodes, u)
+                n.replace_all_uses_with(first)
+                graph.erase_node(n)
+                if erased is not None:
+                    erased.add(n)
+                removed += 1
         return removed
 
 
