@@ -703,13 +703,9 @@ class CSE:
         node first puts back the nodes left out by its inputs, since it may equal one of them
         (an input that had one user has more now)."""
         removed = 0
-        graph, seen, lone, key = self.graph, self.seen, self.lone, self.key
+        graph, seen, lone, key, live = self.graph, self.seen, self.lone, self.key, self._live
         done: set[Node] = set()
         i = 0
-
-        def stale(m: Node) -> bool:
-            return (erased is not None and m in erased) or m.graph is not graph
-
         while True:
             if heap:
                 if not nodes:
@@ -724,39 +720,52 @@ class CSE:
                 n = nodes[i]
                 i += 1
             inputs = n._input_nodes
+            only = None
             for a in inputs:
-                if len(a.users) == 1:  # n is a's only user: no other node can equal it
-                    lone[a] = n
+                if len(a.users) == 1:
+                    only = a
                     break
-            else:
-                for a in inputs:  # put back the nodes that may now have an equal: n
-                    m = lone.pop(a, None)
-                    if m is not None and m is not n and not stale(m):
-                        km = key(m, {})
-                        if km is not None:
-                            other = seen.get(km)
-                            if other is None or stale(other):
-                                seen[km] = m
-                k = key(n, {})
-                if k is None:
-                    continue
-                first = seen.get(k)
-                if first is None or first is n or stale(first):
-                    seen[k] = n
-                    continue
-                if heap and n < first:  # the table's node comes later: it merges into n
-                    seen[k] = n
-                    first, n = n, first
-                if heap:  # their keys change: look at them again
-                    for u in n.users:
-                        if u not in done:
-                            heapq.heappush(nodes, u)
-                n.replace_all_uses_with(first)
-                graph.erase_node(n)
-                if erased is not None:
-                    erased.add(n)
-                removed += 1
+            if only is not None:  # n is `only`'s one user: no other node can equal it
+                lone[only] = n
+                continue
+            if lone:
+                self._put_back(inputs, n, erased)
+            k = key(n, {})
+            if k is None:
+                continue
+            first = seen.get(k)
+            if first is None or first is n or not live(first, erased):
+                seen[k] = n
+                continue
+            if heap and n < first:  # the table's node comes later: it merges into n
+                seen[k] = n
+                first, n = n, first
+            if heap:  # their keys change: look at them again
+                for u in n.users:
+                    if u not in done:
+                        heapq.heappush(nodes, u)
+            n.replace_all_uses_with(first)
+            graph.erase_node(n)
+            if erased is not None:
+                erased.add(n)
+            removed += 1
         return removed
+
+    def _put_back(self, inputs: Iterable[Node], n: Node, erased: set[Node] | None) -> None:
+        """Put the nodes left out by ``n``'s inputs back in the table: each input has another
+        user now (n), which may equal the one left out."""
+        for a in inputs:
+            m = self.lone.pop(a, None)
+            if m is None or m is n or not self._live(m, erased):
+                continue
+            k = self.key(m, {})
+            if k is not None:
+                other = self.seen.get(k)
+                if other is None or not self._live(other, erased):
+                    self.seen[k] = m
+
+    def _live(self, m: Node, erased: set[Node] | None) -> bool:
+        return m.graph is self.graph and (erased is None or m not in erased)
 
 
 def cse_classes(graph: torch.fx.Graph, owner: torch.nn.Module | None = None,
