@@ -4,9 +4,11 @@ transformer graphs.
 
 Each graph is a stack of pre-norm transformer layers traced with torch.fx.symbolic_trace (with
 shapes recorded, as dynamo and inductor graphs have them), about 1k, 8k and 50k nodes. Each
-tool rewrites its own fresh copy of the graph once, after a warm-up on a 2-layer graph (imports,
-pattern loading); the table prints seconds, rewrites found, microseconds per node for pypm, and
-the ratios of the times.
+tool rewrites its own fresh copy of the graph, after a warm-up on a 2-layer graph (imports,
+pattern loading) and a ``gc.collect()`` (so that no tool's time includes collecting the garbage
+left by the one before); with ``--repeat N`` each tool runs N times per size, the tools
+interleaved, and the medians are printed. The table prints seconds, rewrites found,
+microseconds per node for pypm, and the ratios of the times.
 
 What each time covers: pypm, the whole ``RewritePass.apply`` on the graph (CSE, matching with
 the full standard attention pattern and its alternatives, safety and type checks, DCE, report;
@@ -14,14 +16,18 @@ no recompile, like an inductor pass); replace_pattern, its own call (which recom
 module); inductor, ``PatternMatcherPass.apply`` with a hand-written pattern for the one spelling
 present in the graph; by hand, :func:`run_by_hand`, the one spelling checked node by node with
 nothing else (no CSE, no type check, no report), which is about as fast as a Python pass that
-finds this spelling can be. Run:
-``python benchmarks/rewrite_scaling.py [--sizes 1000 8000 50000]``.
+finds this spelling can be; by hand + CSE, :func:`run_by_hand_after_cse`, the same pass after
+pypm's common-subexpression elimination of the whole graph (which the issue's pass must do
+first): the least a pass with CSE first can take. Run:
+``python benchmarks/rewrite_scaling.py [--sizes 1000 8000 50000] [--repeat N]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import operator
+import statistics
 import time
 
 import torch
@@ -154,8 +160,34 @@ def run_inductor(gm: torch.fx.GraphModule, pm_pass) -> int:
 def run_by_hand(gm: torch.fx.GraphModule) -> int:
     """What an engineer writes for this one graph: the one spelling checked node by node from
     the root up, intermediates with one user each, one SDPA node in place of the five. No CSE,
-    no other spelling, no type check, no report: a floor for any pass that finds this spelling."""
-    graph, found, erased = gm.graph, 0, set()
+    no other spelling, no type check, no report: a floor for any pass that finds this spelling.
+    The garbage collector is off while it runs, as during a pypm pass."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _by_hand(gm.graph)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def run_by_hand_after_cse(gm: torch.fx.GraphModule) -> int:
+    """:func:`run_by_hand` after pypm's CSE of the whole graph (``pypm.fx.cse``): a floor for a
+    pass that merges common subexpressions first, as the rewriter does."""
+    from pypm.fx import cse
+
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        cse(gm)
+        return _by_hand(gm.graph)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _by_hand(graph: torch.fx.Graph) -> int:
+    found, erased = 0, set()
 
     def call(n, op, target, *tail):
         return isinstance(n, torch.fx.Node) and n.op == op and n.target == target \
@@ -190,31 +222,39 @@ def run_by_hand(gm: torch.fx.GraphModule) -> int:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 8000, 50000])
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="time each tool this many times per size, on fresh graphs, tools "
+                         "interleaved, and print the medians")
     ap.add_argument("--skip-replace-pattern-above", type=int, default=10**9,
                     help="skip replace_pattern on graphs bigger than this (it is the slow one)")
     args = ap.parse_args()
     per_layer = nodes_per_layer()
     pm_pass = inductor_pass()
     tools = {"pypm": run_pypm, "replace_pattern": run_replace_pattern,
-             "inductor": lambda gm: run_inductor(gm, pm_pass), "by_hand": run_by_hand}
+             "inductor": lambda gm: run_inductor(gm, pm_pass), "by_hand": run_by_hand,
+             "by_hand_cse": run_by_hand_after_cse}
     for tool in tools.values():
         tool(make_graph(2))  # warm-up: imports, pattern loading, first fake-tensor dispatch
     for i, size in enumerate(args.sizes):
         layers = max(1, round(size / per_layer))
-        times: dict[str, float | None] = {}
+        runs: dict[str, list[float]] = {name: [] for name in tools}
         found: dict[str, int | None] = {}
         n_nodes = 0
-        for name, tool in tools.items():
-            if name == "replace_pattern" and size > args.skip_replace_pattern_above:
-                times[name], found[name] = None, None
-                continue
-            gm = make_graph(layers)
-            n_nodes = len(gm.graph.nodes)
-            start = time.perf_counter()
-            tool(gm)
-            times[name] = time.perf_counter() - start
-            found[name] = count_sdpa(gm)
-        print_row((n_nodes, layers, times, found), header=i == 0)
+        for _ in range(args.repeat):
+            for name, tool in tools.items():
+                if name == "replace_pattern" and size > args.skip_replace_pattern_above:
+                    found[name] = None
+                    continue
+                gm = make_graph(layers)
+                n_nodes = len(gm.graph.nodes)
+                gc.collect()  # no tool pays for the garbage of the one before
+                start = time.perf_counter()
+                tool(gm)
+                runs[name].append(time.perf_counter() - start)
+                found[name] = count_sdpa(gm)
+                del gm
+        times = {name: statistics.median(ts) if ts else None for name, ts in runs.items()}
+        print_row((n_nodes, layers, times, found), header=i == 0, repeat=args.repeat)
 
 
 def _fmt(t: float | None, width: int = 8) -> str:
@@ -225,25 +265,29 @@ def _ratio(a: float | None, b: float | None, width: int = 6) -> str:
     return f"{a / b:{width - 1}.2f}x" if a is not None and b else f"{'-':>{width}}"
 
 
-def print_row(row, header: bool) -> None:
+def print_row(row, header: bool, repeat: int = 1) -> None:
     """Seconds and rewrites found per tool; rp/pypm is replace_pattern's time over pypm's (the
     issue's target: 20x at 8k nodes), pypm/ind and pypm/hand pypm's over inductor's and over the
-    hand-written pass's, and rp/hand the most any pass finding this spelling could reach."""
+    hand-written pass's, rp/hand the most any pass finding this spelling could reach, and
+    rp/h+cse the most a pass that merges common subexpressions first could reach."""
     n_nodes, layers, times, found = row
     if header:
-        print(f"torch {torch.__version__}, CPU; times in seconds (one run each), found = attention "
-              "rewrites")
+        runs = "one run each" if repeat == 1 else f"median of {repeat} runs each"
+        print(f"torch {torch.__version__}, CPU; times in seconds ({runs}, each on a fresh graph "
+              "after gc.collect()), found = attention rewrites")
         print(f"{'nodes':>7} {'layers':>6} | {'pypm':>8} {'found':>5} {'us/node':>7} | "
               f"{'replace_pattern':>15} {'found':>5} {'rp/pypm':>7} | {'inductor PM':>11} "
               f"{'found':>5} {'pypm/ind':>8} | {'by hand':>8} {'found':>5} {'pypm/hand':>9} "
-              f"{'rp/hand':>7}")
+              f"{'rp/hand':>7} | {'hand+CSE':>8} {'found':>5} {'rp/h+cse':>8}")
     t, f = times, {k: "-" if v is None else v for k, v in found.items()}
     p = t["pypm"]
     print(f"{n_nodes:>7} {layers:>6} | {_fmt(p)} {f['pypm']:>5} {p / n_nodes * 1e6:>7.1f} | "
           f"{_fmt(t['replace_pattern'], 15)} {f['replace_pattern']:>5} "
           f"{_ratio(t['replace_pattern'], p, 7)} | {_fmt(t['inductor'], 11)} {f['inductor']:>5} "
           f"{_ratio(p, t['inductor'], 8)} | {_fmt(t['by_hand'])} {f['by_hand']:>5} "
-          f"{_ratio(p, t['by_hand'], 9)} {_ratio(t['replace_pattern'], t['by_hand'], 7)}", flush=True)
+          f"{_ratio(p, t['by_hand'], 9)} {_ratio(t['replace_pattern'], t['by_hand'], 7)} | "
+          f"{_fmt(t['by_hand_cse'])} {f['by_hand_cse']:>5} "
+          f"{_ratio(t['replace_pattern'], t['by_hand_cse'], 8)}", flush=True)
 
 
 if __name__ == "__main__":
