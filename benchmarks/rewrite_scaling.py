@@ -25,10 +25,12 @@ first): the least a pass with CSE first can take. Run:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import operator
 import statistics
 import time
+from collections.abc import Iterator
 
 import torch
 import torch.nn as nn
@@ -162,13 +164,8 @@ def run_by_hand(gm: torch.fx.GraphModule) -> int:
     the root up, intermediates with one user each, one SDPA node in place of the five. No CSE,
     no other spelling, no type check, no report: a floor for any pass that finds this spelling.
     The garbage collector is off while it runs, as during a pypm pass."""
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
+    with _gc_off():
         return _by_hand(gm.graph)
-    finally:
-        if collecting:
-            gc.enable()
 
 
 def run_by_hand_after_cse(gm: torch.fx.GraphModule) -> int:
@@ -176,11 +173,17 @@ def run_by_hand_after_cse(gm: torch.fx.GraphModule) -> int:
     pass that merges common subexpressions first, as the rewriter does."""
     from pypm.fx import cse
 
+    with _gc_off():
+        cse(gm)
+        return _by_hand(gm.graph)
+
+
+@contextlib.contextmanager
+def _gc_off() -> Iterator[None]:
     collecting = gc.isenabled()
     gc.disable()
     try:
-        cse(gm)
-        return _by_hand(gm.graph)
+        yield
     finally:
         if collecting:
             gc.enable()
