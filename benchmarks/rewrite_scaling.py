@@ -30,7 +30,7 @@ import gc
 import operator
 import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn as nn
@@ -222,6 +222,14 @@ def _by_hand(graph: torch.fx.Graph) -> int:
     return found
 
 
+def all_tools() -> dict[str, Callable[[torch.fx.GraphModule], int]]:
+    """The tools the table compares, by column, in the order they run."""
+    pm_pass = inductor_pass()
+    return {"pypm": run_pypm, "replace_pattern": run_replace_pattern,
+            "inductor": lambda gm: run_inductor(gm, pm_pass), "by_hand": run_by_hand,
+            "by_hand_cse": run_by_hand_after_cse}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 8000, 50000])
@@ -232,10 +240,7 @@ def main() -> None:
                     help="skip replace_pattern on graphs bigger than this (it is the slow one)")
     args = ap.parse_args()
     per_layer = nodes_per_layer()
-    pm_pass = inductor_pass()
-    tools = {"pypm": run_pypm, "replace_pattern": run_replace_pattern,
-             "inductor": lambda gm: run_inductor(gm, pm_pass), "by_hand": run_by_hand,
-             "by_hand_cse": run_by_hand_after_cse}
+    tools = all_tools()
     for tool in tools.values():
         tool(make_graph(2))  # warm-up: imports, pattern loading, first fake-tensor dispatch
     for i, size in enumerate(args.sizes):
