@@ -63,7 +63,7 @@ def _grads(model: torch.nn.Module, fn: Callable[[torch.Tensor], torch.Tensor], i
 
 
 def run_size(name: str, device: str, dtype: torch.dtype, repeats: int) -> None:
-    import pypm.backend
+    import pypm
 
     layers, width, heads, batch, tokens = SIZES[name]
     cfg = GPTConfig(layers=layers, width=width, heads=heads, block=tokens, dropout=0.0)
@@ -74,12 +74,12 @@ def run_size(name: str, device: str, dtype: torch.dtype, repeats: int) -> None:
     idx = torch.randint(0, cfg.vocab, (batch, tokens), device=device)
     target = torch.randint(0, cfg.vocab, (batch, tokens), device=device)
 
-    be = pypm.backend.backend(inner="inductor")
+    be = pypm.backend(inner="inductor")
     torch._dynamo.reset()
     pypm_fn = torch.compile(model, backend=be)
     plain_fn = torch.compile(model, backend="inductor")
     # pypm as inductor's post-grad pass (ATen graphs) instead of as the dynamo backend.
-    post_grad = pypm.backend.inductor_pass()
+    post_grad = pypm.inductor_pass()
 
     def inductor_with_pass(gm: torch.fx.GraphModule, example_inputs: Any) -> Any:
         """Inductor with pypm's post-grad pass (a backend of its own, so that dynamo does not

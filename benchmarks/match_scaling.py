@@ -15,8 +15,8 @@ import sys
 import time
 
 import pypm
-from pypm.index import build_index, match_everywhere
-from pypm.terms import Term, subterms
+from pypm.lang.analysis import build_index, match_everywhere
+from pypm.lang.terms import Term, subterms
 
 ATTENTION = '''
 def Attention(q, k, v, scale):

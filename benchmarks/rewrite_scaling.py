@@ -84,7 +84,7 @@ def nodes_per_layer() -> int:
 
 def make_graph(layers: int) -> torch.fx.GraphModule:
     """A traced stack with shapes and dtypes recorded on every node (meta["val"])."""
-    from pypm.fx import propagate_types
+    from pypm.graph import propagate_types
 
     gm = torch.fx.symbolic_trace(Stack(layers))
     propagate_types(gm, (torch.randn(B, T, C),))
@@ -169,9 +169,9 @@ def run_by_hand(gm: torch.fx.GraphModule) -> int:
 
 
 def run_by_hand_after_cse(gm: torch.fx.GraphModule) -> int:
-    """:func:`run_by_hand` after pypm's CSE of the whole graph (``pypm.fx.cse``): a floor for a
+    """:func:`run_by_hand` after pypm's CSE of the whole graph (``pypm.graph.cse``): a floor for a
     pass that merges common subexpressions first, as the rewriter does."""
-    from pypm.fx import cse
+    from pypm.graph import cse
 
     with _gc_off():
         cse(gm)

@@ -273,7 +273,7 @@ Section PatInd.
     end.
 End PatInd.
 
-(** Size of a pattern: the number of constructors (as [pypm.syntax.size]). *)
+(** Size of a pattern: the number of constructors (as [pypm.lang.syntax.size]). *)
 Fixpoint psize (p : pat) : nat :=
   match p with
   | POp _ ps | POpVar _ ps => S (fold_right (fun q n => psize q + n) 0 ps)

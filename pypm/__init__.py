@@ -16,12 +16,13 @@ semantics, proved equivalent to the interpreter in Coq (``coq/``).
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import Any
 
-from .dsl import PatternDef, PatternModule, load, loads, match, pattern
-from .errors import PypmError
-from .guards import guard_function
-from .match import Match
+from .errors import PypmError, UnknownPatternError
+from .lang.guards import guard_function
+from .lang.load import PatternDef, PatternModule, load, loads, pattern
+from .lang.match import Match
 
 __version__ = "0.1.0"
 
@@ -33,14 +34,33 @@ _LAZY = {
     "RewritePass": ("pypm.rewrite", "RewritePass"),
     "RewriteReport": ("pypm.rewrite", "RewriteReport"),
     "Decline": ("pypm.rewrite", "Decline"),
-    "backend": ("pypm.backend", "backend"),
-    "standard_rules": ("pypm.backend", "standard_rules"),
-    "inductor_pass": ("pypm.backend", "inductor_pass"),
-    "explain": ("pypm.explain", "explain"),
+    "backend": ("pypm.compile.backend", "backend"),
+    "standard_rules": ("pypm.compile.backend", "standard_rules"),
+    "inductor_pass": ("pypm.compile.inductor", "inductor_pass"),
+    "explain": ("pypm.rewrite.explain", "explain"),
     "ops": ("pypm.kernels", None),
-    "terms": ("pypm.terms", None),
+    "terms": ("pypm.lang.terms", None),
     "errors": ("pypm.errors", None),
 }
+
+
+def match(pattern: PatternDef, value_or_graph: Any, example_inputs: Any = None, **bound: Any) -> list[Match]:
+    """Every match of ``pattern`` in a torch.fx graph (every node a candidate root, in graph
+    order) or at a term.
+
+    ``bound`` fixes parameters in advance (``pypm.match(P, g, dim=-1)``). For a graph whose
+    nodes carry no shapes (``symbolic_trace``), pass ``example_inputs`` to propagate them;
+    without shapes, a guard that reads one cannot hold, and a warning says so.
+    """
+    if not isinstance(pattern, PatternDef):
+        raise UnknownPatternError(f"pypm.match needs a pattern (from @pattern or pypm.load), "
+                                  f"not {type(pattern).__name__}")
+    fx = sys.modules.get("torch.fx")
+    if fx is not None and isinstance(value_or_graph, (fx.Graph, fx.GraphModule)):
+        from .graph.view import match_graph
+
+        return match_graph(pattern, value_or_graph, example_inputs, **bound)
+    return pattern.match(value_or_graph, **bound)
 
 
 def __getattr__(name: str) -> Any:
@@ -48,10 +68,6 @@ def __getattr__(name: str) -> Any:
         module_name, attr = _LAZY[name]
         module = importlib.import_module(module_name)
         value = module if attr is None else getattr(module, attr)
-        if module_name == f"{__name__}.{name}" and callable(module):
-            # ``pypm.backend`` and ``pypm.explain`` are callable modules: binding the function
-            # here would hide the module from a later ``import pypm.backend``.
-            value = module
         globals()[name] = value
         return value
     raise AttributeError(f"module 'pypm' has no attribute {name!r}")

@@ -14,7 +14,7 @@ from .errors import PypmError
 
 _SUBCOMMANDS = {
     "check": ("pypm.cli", "check_main", "check pattern files for syntax and well-formedness"),
-    "explain": ("pypm.explain", "main", "why a pattern does or does not match in a model's graph"),
+    "explain": ("pypm.rewrite.explain", "main", "why a pattern does or does not match in a model's graph"),
     "conformance": ("pypm.semantics.conformance", "main",
                     "property-test the interpreter against the declarative semantics"),
     "demo": ("pypm.demo", "main", "compile a small GPT with backend='pypm' and report the rewrites"),
@@ -24,7 +24,7 @@ _SUBCOMMANDS = {
 def check_main(argv: list[str] | None = None) -> int:
     """``pypm check FILE...``: exit 1 and every error when a file is bad; 0 and a summary line
     per file when all are good."""
-    from .dsl import check_files
+    from .lang.load import check_files
 
     parser = argparse.ArgumentParser(prog="pypm check", description=_SUBCOMMANDS["check"][2])
     parser.add_argument("files", nargs="+", help=".pypm pattern files")

@@ -123,11 +123,11 @@ def run(cfg: GPTConfig, *, batch: int, tokens: int, inner: str, dynamic: bool, i
         baseline: bool = False, device: str = "cpu", dtype: torch.dtype = torch.float32) -> dict[str, Any]:
     """Compile the demo model with the pypm backend and measure it; returns the figures
     (with ``baseline``, also the inner compiler alone, without pypm's rules)."""
-    import pypm.backend
+    import pypm
 
     model, (idx,) = example(cfg, batch, tokens)
     model, idx = model.to(device=device, dtype=dtype), idx.to(device)
-    be = pypm.backend.backend(inner=inner)
+    be = pypm.backend(inner=inner)
     torch._dynamo.reset()
     compiled = torch.compile(model, backend=be, dynamic=dynamic)
     start = time.perf_counter()

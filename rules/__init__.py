@@ -19,7 +19,7 @@ FUSED_DEVICES: set[str] = {"cuda"}
 
 def on_fused_device(x: Any) -> bool:
     """Whether the tensor behind fx proxy (or node) ``x`` lives on a device in FUSED_DEVICES."""
-    from pypm.fx import meta_value
+    from pypm.graph import meta_value
 
     node = getattr(x, "node", x)
     device = getattr(meta_value(node), "device", None)

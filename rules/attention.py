@@ -29,9 +29,9 @@ import torch
 import torch.nn.functional as F
 
 from pypm import kernels as ops
-from pypm.dsl import load
-from pypm.fx import meta_value, size_value
-from pypm.guards import eq3
+from pypm import load
+from pypm.graph import meta_value, size_value
+from pypm.lang import eq3
 from pypm.rewrite import Decline, rule
 
 from . import on_fused_device, torch_device_type

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from pypm import kernels as ops
-from pypm.dsl import load
+from pypm import load
 from pypm.rewrite import Decline, rule
 
 from . import require_fused_device
@@ -27,7 +27,7 @@ def _eps(eps: Any, default: float | None) -> float | None:
     if eps is None:
         return default
     if isinstance(eps, torch.fx.Proxy):
-        from pypm.fx import meta_value
+        from pypm.graph import meta_value
 
         # a float that dynamo lifted to a graph input (dynamic=True): a scalar, passed through
         if isinstance(meta_value(eps.node), (float, torch.SymFloat)):
@@ -40,7 +40,7 @@ def _eps(eps: Any, default: float | None) -> float | None:
 
 def _last_dim(x: torch.fx.Proxy) -> list[Any]:
     """``[x.shape[-1]]``: a static size as an int, a symbolic one through the graph."""
-    from pypm.fx import meta_value
+    from pypm.graph import meta_value
 
     val = meta_value(x.node)
     shape = getattr(val, "shape", None)

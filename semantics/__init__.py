@@ -2,7 +2,7 @@
 
 * :mod:`.declarative`: ``holds(Δ, σ, v, p)`` decides ``σ ⊨ v : p`` by the rules M-Wild .. M-Then
   of LANGUAGE.md §3 (with derivations), and ``match_set`` enumerates the ⊆-minimal solutions;
-  written independently of the interpreter in :mod:`pypm.match`.
+  written independently of the interpreter in :mod:`pypm.lang.match`.
 * :mod:`.generators`: hypothesis strategies for well-formed programs, terms with shared
   subterms, positive and near-miss terms, and ill-formed programs.
 * :mod:`.properties`: soundness, completeness, termination (within the fuel bound of §6) and

@@ -105,7 +105,7 @@ def _placement(case: Case, stats: Stats) -> None:
 
 def _accepts(program: Any, stats: Stats) -> None:
     props.accepted(program)
-    from pypm.syntax import size
+    from pypm.lang.syntax import size
 
     stats.add(None, 0, sum(size(d.body) for d in program.values()))
 
@@ -113,14 +113,14 @@ def _accepts(program: Any, stats: Stats) -> None:
 def _rejects(drawn: Any, stats: Stats) -> None:
     program, kind = drawn
     props.rejected(program, kind)
-    from pypm.syntax import size
+    from pypm.lang.syntax import size
 
     stats.add(None, 0, sum(size(d.body) for d in program.values()))
 
 
 def _desugar(case: Case, stats: Stats) -> None:
-    from pypm.syntax import size
-    from pypm.terms import term_size
+    from pypm.lang.syntax import size
+    from pypm.lang.terms import term_size
 
     from .desugar import agree
 

@@ -3,7 +3,7 @@
 This module decides the relation by searching for a derivation, one case per rule (M-Wild ..
 M-Then), reading σ and never extending it: the premises of M-Op are independent conjunctions,
 M-Exists tries witnesses, M-Call substitutes arguments for parameters with the locals renamed
-apart. It deliberately shares no code with the interpreter (:mod:`pypm.match`), which threads σ
+apart. It deliberately shares no code with the interpreter (:mod:`pypm.lang.match`), which threads σ
 left to right; the conformance properties compare the two.
 
 Deciding M-Exists needs a finite set of witnesses. For well-formed programs (§5) every local
@@ -25,8 +25,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pypm.guards import holds as guard_holds
-from pypm.syntax import (
+from pypm.lang.guards import holds as guard_holds
+from pypm.lang.syntax import (
     Alt,
     Call,
     Exists,
@@ -50,7 +50,7 @@ from pypm.syntax import (
     guard_free_vars,
     show,
 )
-from pypm.terms import TermView, show_value, subterms, values_equal
+from pypm.lang.terms import TermView, show_value, subterms, values_equal
 
 from .rename import rename_guard
 
@@ -96,7 +96,7 @@ class Derivation:
 
 
 def value_key(v: Any) -> Any:
-    """A hashable key with the equality of :func:`pypm.terms.values_equal` (``True`` ≠ ``1``)."""
+    """A hashable key with the equality of :func:`pypm.lang.terms.values_equal` (``True`` ≠ ``1``)."""
     if isinstance(v, TermView):
         return ("term", v)
     if isinstance(v, bool):
@@ -115,7 +115,7 @@ def value_key(v: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------
-# Guards: ⟦g⟧σ for the closed guard language, the rest by pypm.guards (which is not the
+# Guards: ⟦g⟧σ for the closed guard language, the rest by pypm.lang.guards (which is not the
 # interpreter). An unbound variable makes the guard undefined, hence not true.
 
 

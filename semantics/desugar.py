@@ -5,7 +5,7 @@ operators (``a @ b``, ``a + b``, ``a * b``, ``-a``), locals (``name = q`` then `
 ``p & q``, ``(x := p)``, non-variable call arguments (``P(f(x))``, ``P(_)``) and ``assert g``.
 Each sugared spot is a node that knows both its surface text and the core that LANGUAGE.md §7
 says it means, written here by hand from the spec. :func:`agree` parses the surface text with
-:func:`pypm.parse.parse_module` and checks that the parsed program and the hand-written core
+:func:`pypm.lang.parse.parse_module` and checks that the parsed program and the hand-written core
 give the same matches on the case's term (as sets: the spec leaves the order of several locals'
 ``;`` open).
 """
@@ -19,8 +19,8 @@ from typing import Any
 from hypothesis import reject
 from hypothesis import strategies as st
 
-from pypm.match import interpret
-from pypm.syntax import (
+from pypm.lang.match import interpret
+from pypm.lang.syntax import (
     Alt,
     Call,
     Definition,
@@ -41,7 +41,7 @@ from pypm.syntax import (
     Wild,
     free_vars,
 )
-from pypm.terms import Term, TermView
+from pypm.lang.terms import Term, TermView
 
 from .declarative import value_key
 from .generators import _BOOL, MAIN, Case, _guard, _ints, _pick, cases, feasible
@@ -292,7 +292,7 @@ def sprinkle(draw: Callable[..., Any], d: Definition, program: Program) -> Sugar
 
 
 def _definitely_bound(p: Pattern, program: Program) -> set[str]:
-    from pypm.check import Binds, _bound_after, always_binds
+    from pypm.lang.check import Binds, _bound_after, always_binds
 
     return set(_bound_after(p, frozenset(), Binds(program, always_binds(program))))
 
@@ -344,7 +344,7 @@ class DesugarMismatch(AssertionError):
 
 def agree(case: DesugarCase) -> int:  # type: ignore[override]
     """Parse the sugared text; its matches must equal those of the hand-written core."""
-    from pypm.parse import parse_module
+    from pypm.lang.parse import parse_module
 
     text = case.source()
     parsed = parse_module(text).definitions
@@ -366,11 +366,11 @@ def agree(case: DesugarCase) -> int:  # type: ignore[override]
 
 
 def _placed(program: Program) -> Program | None:
-    """The program after :mod:`pypm.placement`, when it is well-formed and the pass exists."""
-    from pypm.check import check_program
+    """The program after :mod:`pypm.lang.placement`, when it is well-formed and the pass exists."""
+    from pypm.lang.check import check_program
 
     try:
-        from pypm.placement import place_guards
+        from pypm.lang.placement import place_guards
     except ImportError:
         return None
     return None if check_program(program) else place_guards(program)

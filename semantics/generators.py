@@ -26,8 +26,8 @@ from typing import Any
 from hypothesis import reject
 from hypothesis import strategies as st
 
-from pypm.match import Interpreter
-from pypm.syntax import (
+from pypm.lang.match import Interpreter
+from pypm.lang.syntax import (
     Alt,
     Call,
     Definition,
@@ -51,7 +51,7 @@ from pypm.syntax import (
     Wild,
     free_vars,
 )
-from pypm.terms import Term, TermView, term_size, values_equal
+from pypm.lang.terms import Term, TermView, term_size, values_equal
 
 from .declarative import guard_true
 
@@ -510,7 +510,7 @@ def perturb(draw: Callable[..., Any], v: Any) -> Any:
 
 
 def _subvalues(v: Any) -> list[Any]:
-    from pypm.terms import subterms
+    from pypm.lang.terms import subterms
 
     return list(subterms(v))
 
@@ -590,7 +590,7 @@ def feasible(case: Case, keep_runaway: bool = True) -> bool:
     """Small enough to check quickly: see MAX_STEPS and MAX_SUBTERMS. A program that recurses
     past the fuel bound of §6 is kept when ``keep_runaway`` (the termination properties must see
     it; the desugaring property compares ill-formed programs too, and needs them to finish)."""
-    from pypm.syntax import size
+    from pypm.lang.syntax import size
 
     if len(_subvalues(case.value)) > MAX_SUBTERMS:
         return False
@@ -609,7 +609,7 @@ def feasible(case: Case, keep_runaway: bool = True) -> bool:
 
 def case_size(case: Case) -> tuple[int, int]:
     """(term size, program size) of a case, for the summary."""
-    from pypm.syntax import size
+    from pypm.lang.syntax import size
 
     return term_size(case.value), sum(size(d.body) for d in case.program.values())
 

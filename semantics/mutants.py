@@ -1,7 +1,7 @@
 """Mutation check: deliberate bugs in a copy of the interpreter, each of which the conformance
 properties must kill (find a counterexample for).
 
-A mutant is the source text of :mod:`pypm.match` with one edit, loaded as a module of its own
+A mutant is the source text of :mod:`pypm.lang.match` with one edit, loaded as a module of its own
 (the real interpreter is untouched). An edit whose target text is no longer in ``match.py`` makes
 :func:`load` raise, so the list cannot silently rot when the interpreter changes.
 """
@@ -15,7 +15,7 @@ import types
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from pypm.match import Match
+from pypm.lang.match import Match
 
 
 @dataclass(frozen=True)
@@ -84,14 +84,13 @@ MUTANTS: tuple[Mutant, ...] = (
 
 def load(m: Mutant) -> types.ModuleType:
     """The interpreter module with the mutant's edit applied, as a fresh module."""
-    # pypm.match is also the name of a public function: fetch the module itself.
-    source = inspect.getsource(importlib.import_module("pypm.match"))
+    source = inspect.getsource(importlib.import_module("pypm.lang.match"))
     if m.old not in source:
-        raise LookupError(f"mutant {m.name}: its target text is no longer in pypm/match.py")
+        raise LookupError(f"mutant {m.name}: its target text is no longer in pypm/lang/match.py")
     mutated = source.replace(m.old, m.new, m.count)
-    name = f"pypm._mutant_{m.name.replace('-', '_')}"
+    name = f"pypm.lang._mutant_{m.name.replace('-', '_')}"
     module = types.ModuleType(name)
-    module.__package__ = "pypm"
+    module.__package__ = "pypm.lang"
     module.__file__ = f"<mutant {m.name}>"
     sys.modules[name] = module
     exec(compile(mutated, module.__file__, "exec"), module.__dict__)

@@ -18,10 +18,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from pypm.match import Interpreter, Match
-from pypm.match import interpret as real_interpret
-from pypm.syntax import Pattern, Program, free_vars, show, size
-from pypm.terms import show_value, term_size
+from pypm.lang.match import Interpreter, Match
+from pypm.lang.match import interpret as real_interpret
+from pypm.lang.syntax import Pattern, Program, free_vars, show, size
+from pypm.lang.terms import show_value, term_size
 
 from .declarative import Checker, DeclarativeLoop, match_set, subst_leq
 from .generators import MAIN, Case
@@ -128,7 +128,7 @@ def terminates(case: Case, interpret: Interpret | None = None) -> int:
 def accepted_terminates(case: Case) -> bool:
     """If the checker accepts the program, the interpreter terminates on it within the fuel
     bound (for programs drawn with ``loose=True``). Returns whether the checker accepted it."""
-    from pypm.check import check_program
+    from pypm.lang.check import check_program
 
     if check_program(case.program):
         return False
@@ -138,7 +138,7 @@ def accepted_terminates(case: Case) -> bool:
 
 def accepted(program: Program) -> None:
     """The checker accepts a generated (well-formed) program."""
-    from pypm.check import check_program
+    from pypm.lang.check import check_program
 
     errors = check_program(program)
     if errors:
@@ -148,7 +148,7 @@ def accepted(program: Program) -> None:
 
 def rejected(program: Program, kind: str) -> None:
     """The checker rejects an ill-formed program with an error of class ``kind``."""
-    from pypm.check import check_program
+    from pypm.lang.check import check_program
 
     errors = check_program(program)
     names = [type(e).__name__ for e in errors]
@@ -158,11 +158,11 @@ def rejected(program: Program, kind: str) -> None:
 
 
 def placement_preserves(case: Case) -> int | None:
-    """Moving guards to where their variables are bound (:mod:`pypm.placement`) changes no
+    """Moving guards to where their variables are bound (:mod:`pypm.lang.placement`) changes no
     result, nor their order, on a checked program. Returns the number of results (None when the
     placement pass is not there)."""
     try:
-        from pypm.placement import place_guards
+        from pypm.lang.placement import place_guards
     except ImportError:
         return None
     placed = place_guards(case.program)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pypm.syntax import (
+from pypm.lang.syntax import (
     Alt,
     Call,
     Definition,
@@ -33,7 +33,7 @@ from pypm.syntax import (
     Wild,
     show_guard,
 )
-from pypm.terms import show_value
+from pypm.lang.terms import show_value
 
 
 def literal_source(v: Any) -> str:

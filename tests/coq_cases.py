@@ -1,6 +1,6 @@
 """Cases for the differential test of the Coq interpreter (coq/extract/pypm_interp).
 
-* A serializer from the core AST of :mod:`pypm.syntax` to the driver's one-line s-expression
+* A serializer from the core AST of :mod:`pypm.lang.syntax` to the driver's one-line s-expression
   format (documented in ``coq/extract/driver.ml``), and the rendering of a result list in the
   driver's output format, so that a Python result list and a Coq one compare as strings.
 * A simple generator of well-formed programs whose recursion is guarded in the sense of
@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pypm.syntax import (
+from pypm.lang.syntax import (
     Alt,
     Call,
     Definition,
@@ -45,7 +45,7 @@ from pypm.syntax import (
     Wild,
     free_vars,
 )
-from pypm.terms import Term, TermView
+from pypm.lang.terms import Term, TermView
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 

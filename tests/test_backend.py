@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from pypm.rules.attention import Attention
 
 import pypm
-import pypm.backend
+from pypm.compile.backend import Backend
 from pypm.errors import RewriteError
 from pypm.rewrite import rule
 
@@ -45,7 +45,7 @@ def sdpa_calls(gm):
 def test_compiled_model_agrees_with_eager(dynamic, causal):
     torch._dynamo.reset()
     m = Attn(causal=causal).eval()
-    be = pypm.backend.backend(inner="aot_eager", verify=True)
+    be = pypm.backend(inner="aot_eager", verify=True)
     c = torch.compile(m, backend=be, dynamic=dynamic)
     for t in (5, 7):  # a second length: recompiles (static) or reuses the graph (dynamic)
         x = torch.randn(2, t, 16)
@@ -64,7 +64,7 @@ def test_rewritten_dynamo_graph_uses_is_causal():
         graphs.append(gm)
         return gm.forward
 
-    be = pypm.backend.backend(inner=inner)
+    be = pypm.backend(inner=inner)
     torch.compile(Attn().eval(), backend=be)(torch.randn(2, 5, 16))
     (n,) = sdpa_calls(graphs[0])
     assert n.kwargs["is_causal"] is True and n.kwargs["scale"] == pytest.approx(1 / math.sqrt(8))
@@ -73,7 +73,7 @@ def test_rewritten_dynamo_graph_uses_is_causal():
 def test_inductor_inner_compiler():
     torch._dynamo.reset()
     m = Attn().eval()
-    be = pypm.backend.backend()
+    be = pypm.backend()
     x = torch.randn(2, 5, 16)
     with torch.no_grad():
         torch.testing.assert_close(torch.compile(m, backend=be)(x), m(x), rtol=1e-5, atol=1e-5)
@@ -86,7 +86,7 @@ def test_verify_names_the_rule_that_changed_the_result():
         return F.scaled_dot_product_attention(q, k, v, scale=1.0)
 
     torch._dynamo.reset()
-    be = pypm.backend.backend(rules=[wrong], inner="aot_eager", verify=True)
+    be = pypm.backend(rules=[wrong], inner="aot_eager", verify=True)
     with pytest.raises(RewriteError, match="wrong-scale"):
         torch.compile(Attn(causal=False).eval(), backend=be)(torch.randn(2, 5, 16))
 
@@ -100,33 +100,33 @@ def test_backend_name_works_without_importing_pypm():
             "torch._dynamo.config.suppress_errors = False\n"
             "y = torch.compile(f, backend='pypm')(x, x, x)\n"
             "torch.testing.assert_close(y, f(x, x, x))\n"
-            "import pypm.backend\n"
-            "print(pypm.backend.default_backend().reports[0].counts())\n")
+            "from pypm.compile.backend import default_backend\n"
+            "print(default_backend().reports[0].counts())\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "'attention': 1" in out.stdout
 
 
 def test_standard_rules_include_attention():
-    assert "attention" in [r.name for r in pypm.backend.standard_rules()]
+    assert "attention" in [r.name for r in pypm.standard_rules()]
 
 
 def test_inductor_pass_uuid_is_stable_and_depends_on_rules():
-    a = pypm.backend.inductor_pass()
-    b = pypm.backend.inductor_pass()
+    a = pypm.inductor_pass()
+    b = pypm.inductor_pass()
     assert a.uuid() == b.uuid()
 
     @rule(Attention, name="other")
     def other(q, k, v):
         return None
 
-    assert pypm.backend.inductor_pass([other]).uuid() != a.uuid()
+    assert pypm.inductor_pass([other]).uuid() != a.uuid()
 
 
 def test_inductor_post_grad_pass_runs_rules():
     from torch._inductor import config
 
-    p = pypm.backend.inductor_pass()
+    p = pypm.inductor_pass()
     torch._dynamo.reset()
     with config.patch(post_grad_custom_pre_pass=p, force_disable_caches=True):
         f = torch.compile(lambda x: torch.relu(x) * 2)
@@ -143,7 +143,7 @@ def test_inductor_pass_rewrites_the_aten_graph():
     def cancel(x):
         return x
 
-    p = pypm.backend.inductor_pass([cancel])
+    p = pypm.inductor_pass([cancel])
     torch._dynamo.reset()
     x = torch.randn(8)
     with config.patch(post_grad_custom_pre_pass=p, force_disable_caches=True):
@@ -152,10 +152,8 @@ def test_inductor_pass_rewrites_the_aten_graph():
     assert p.reports[0].counts() == {"mul-cancel": 1}
 
 
-def test_pypm_backend_and_explain_stay_callable_after_importing_their_modules():
-    import pypm.explain  # rebinds pypm.explain to the module
-
-    assert isinstance(pypm.backend(inner="eager"), pypm.backend.Backend)
+def test_pypm_backend_and_explain_are_the_public_functions():
+    assert isinstance(pypm.backend(inner="eager"), Backend)
     gm = torch.fx.symbolic_trace(lambda x: x.softmax(-1))
     assert "no node has a root operator" in str(pypm.explain(Attention, gm))
 
@@ -164,7 +162,7 @@ def test_fx_graph_cache_keeps_working_with_the_pass(monkeypatch, tmp_path):
     from torch._inductor import config
 
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
-    p = pypm.backend.inductor_pass()
+    p = pypm.inductor_pass()
     x = torch.randn(8)
     with config.patch(post_grad_custom_pre_pass=p, fx_graph_cache=True, force_disable_caches=False):
         for _ in range(2):
@@ -173,16 +171,15 @@ def test_fx_graph_cache_keeps_working_with_the_pass(monkeypatch, tmp_path):
     assert len(p.reports) == 1  # the second compile was a cache hit: the pass's uuid is stable
 
 
-def test_lazy_names_keep_the_callable_modules_whatever_the_import_order():
-    """``pypm.backend`` used first as a function, then imported as a module (as ``pypm.demo``
-    does), must still be both: a fresh interpreter, since this process imported both already."""
+def test_lazy_names_are_served_whatever_the_import_order():
+    """``pypm.backend`` and ``pypm.explain`` stay the public functions after the modules that
+    define them are imported: a fresh interpreter, since this process imported both already."""
     import subprocess
     import sys
 
     code = ("import pypm\n"
             "assert pypm.backend is not None and pypm.explain is not None\n"
-            "import pypm.backend, pypm.explain\n"
-            "b = pypm.backend.backend(inner='eager')\n"
-            "assert isinstance(pypm.backend(inner='eager'), pypm.backend.Backend)\n"
-            "assert callable(pypm.explain.explain) and callable(pypm.explain)\n")
+            "import pypm.compile.backend, pypm.rewrite.explain\n"
+            "assert isinstance(pypm.backend(inner='eager'), pypm.compile.backend.Backend)\n"
+            "assert pypm.explain is pypm.rewrite.explain.explain\n")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -11,11 +11,11 @@ import sys
 
 import pytest
 
-from pypm.check import check_program
 from pypm.errors import LeftRecursionError, UnboundError
-from pypm.match import interpret
-from pypm.parse import parse_module
-from pypm.terms import parse
+from pypm.lang.check import check_program
+from pypm.lang.match import interpret
+from pypm.lang.parse import parse_module
+from pypm.lang.terms import parse
 
 
 def test_recursion_through_then_on_an_earlier_binding_is_rejected():
@@ -56,7 +56,7 @@ def test_core_definition_with_a_repeated_parameter_is_rejected():
     # completeness (coq/InterpProof.v) needs distinct parameters; the parser already refuses
     # `def P(x, x)`, and the checker refuses core programs built without the parser.
     from pypm.errors import ScopeError
-    from pypm.syntax import Definition, Var
+    from pypm.lang.syntax import Definition, Var
 
     program = {"P": Definition("P", ("x", "x"), Var("x"))}
     assert [type(e) for e in check_program(program)] == [ScopeError]

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pypm.semantics import conformance
 from pypm.semantics.mutants import MUTANTS, interpreter
 
-from pypm.parse import parse_module
-from pypm.terms import parse
+from pypm.lang.parse import parse_module
+from pypm.lang.terms import parse
 
 
 def test_conformance_command_prints_a_summary_and_exits_zero(capsys):

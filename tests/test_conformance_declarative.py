@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pypm.semantics.declarative import DeclarativeLoop, derive, holds, match_set
 
-from pypm.syntax import (
+from pypm.lang.syntax import (
     Alt,
     Call,
     Definition,
@@ -23,7 +23,7 @@ from pypm.syntax import (
     Var,
     Wild,
 )
-from pypm.terms import Term, parse
+from pypm.lang.terms import Term, parse
 
 CHAIN = {"Chain": Definition("Chain", ("x",), Alt(Var("x"), Op("neg", (Call("Chain", ("x",)),))))}
 

@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from coq_cases import Unsupported, case_line, generate_cases, results
 
-from pypm.match import interpret
-from pypm.syntax import Wild
+from pypm.lang.match import interpret
+from pypm.lang.syntax import Wild
 
 COQ = Path(__file__).resolve().parent.parent / "coq"
 DRIVER = COQ / "extract" / "pypm_interp"
@@ -115,7 +115,7 @@ N_GENERATED = 1500
 def test_extracted_interpreter_agrees_on_guarded_programs(driver: Driver) -> None:
     """1,500 generated cases (guarded as in coq/Totality.v, about half with matches): the Coq
     checkers accept every program, the fuel bound of §6 suffices, and the result lists of the
-    extracted interpreter and of pypm.match are equal, in order."""
+    extracted interpreter and of pypm.lang.match are equal, in order."""
     cases = generate_cases(N_GENERATED, seed=20260)
     with_matches = 0
     for c in cases:
@@ -181,7 +181,7 @@ def test_extracted_interpreter_agrees_on_conformance_cases(driver: Driver) -> No
 def test_coq_checkers_reject_ill_formed_programs(driver: Driver) -> None:
     """Programs that break one rule of §5 (semantics/generators.ill_formed_programs): the Coq
     checkers reject every one that is within the model (guards calling functions are not)."""
-    from pypm.terms import Term
+    from pypm.lang.terms import Term
 
     seen: dict[str, int] = {}
     for program, kind in _draw(_generators().ill_formed_programs(), 400):

@@ -12,7 +12,7 @@ import torch.fx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pypm.fx import CSE
+from pypm.graph import CSE
 
 OPS = [(torch.neg, 1), (torch.sin, 1), (operator.add, 2), (operator.mul, 2)]
 INPUTS = (torch.randn(3), torch.randn(3))

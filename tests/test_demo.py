@@ -4,7 +4,7 @@ and the table is printed."""
 from __future__ import annotations
 
 from pypm.demo import GPTConfig, example, main, run
-from pypm.explain import capture_graphs
+from pypm.rewrite.explain import capture_graphs
 
 
 def test_demo_model_attention_is_rewritten_in_every_block():

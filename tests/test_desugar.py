@@ -7,9 +7,9 @@ import pytest
 import torch
 
 import pypm
-from pypm.match import interpret
-from pypm.parse import parse_module
-from pypm.syntax import (
+from pypm.lang.match import interpret
+from pypm.lang.parse import parse_module
+from pypm.lang.syntax import (
     Alt,
     Call,
     Definition,
@@ -24,7 +24,7 @@ from pypm.syntax import (
     Wild,
     show,
 )
-from pypm.terms import parse
+from pypm.lang.terms import parse
 
 TERMS = [
     "matmul(a, b)", "div(a, b, None)", "mul(a, b)", "add(a, b, 1)", "sub(a, b, 1)", "neg(a)",
@@ -185,7 +185,7 @@ def P(q):
     return f(q)
 """
     ns = pypm.loads(text)
-    from pypm.terms import Term
+    from pypm.lang.terms import Term
 
     ok = Term("f", (Term("q", shape=(1, 2, 3, 64)),))
     wrong_d = Term("f", (Term("q", shape=(1, 2, 3, 32)),))

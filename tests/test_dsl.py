@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import pypm
-from pypm.terms import Term, parse
+from pypm.lang.terms import Term, parse
 
 DATA = Path(__file__).parent / "data" / "pkg"
 

@@ -10,8 +10,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import pypm
-from pypm.fx import GraphView, cse, match_graph, propagate_types
-from pypm.syntax import Definition, Lit, Op, Var
+from pypm.graph import GraphView, cse, match_graph, propagate_types
+from pypm.lang.syntax import Definition, Lit, Op, Var
 
 X = torch.randn(2, 3, 4, 4)
 
@@ -161,7 +161,7 @@ def test_literal_arguments_are_checked():
 
 
 def test_operator_targets_map_to_canonical_names():
-    from pypm.fx import function_name
+    from pypm.graph import function_name
 
     assert function_name(operator.matmul) == "matmul"
     assert function_name(operator.truediv) == "div"
@@ -183,7 +183,7 @@ def test_inserted_values_use_the_graph_fake_mode():
     mode, and remembered values never cross modes: inductor refuses graphs that mix them."""
     from torch.fx.experimental.proxy_tensor import make_fx
 
-    from pypm.fx import infer_value
+    from pypm.graph import infer_value
 
     modes = []
     for _ in range(2):
@@ -204,7 +204,7 @@ def test_incremental_cse_follows_merges_in_graph_order():
     """A later sweep's CSE looks only at the nodes it is told changed, in graph order, and at
     the users of what it merges: merging two equal nodes makes their users equal, and so on
     down the chain, which one pass over the changed nodes must finish."""
-    from pypm.fx import CSE
+    from pypm.graph import CSE
 
     def f(x):
         a1, a2 = torch.neg(x), torch.neg(x)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pypm
-from pypm.index import candidates, match_everywhere, root_ops
-from pypm.syntax import Call
-from pypm.terms import parse, subterms
+from pypm.lang.analysis import candidates, match_everywhere, root_ops
+from pypm.lang.syntax import Call
+from pypm.lang.terms import parse, subterms
 
 NS = pypm.loads('''
 def Soft(x):

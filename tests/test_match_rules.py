@@ -5,8 +5,8 @@ from __future__ import annotations
 import sympy
 
 import pypm
-from pypm.match import interpret
-from pypm.syntax import (
+from pypm.lang.match import interpret
+from pypm.lang.syntax import (
     Alt,
     Call,
     Definition,
@@ -23,7 +23,7 @@ from pypm.syntax import (
     Var,
     Wild,
 )
-from pypm.terms import Term, parse
+from pypm.lang.terms import Term, parse
 
 
 def results(p, v, sigma=None, program=None):

@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 import pypm
-from pypm.terms import Term
+from pypm.lang.terms import Term
 
 
 @pytest.fixture

@@ -6,9 +6,9 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from pypm.semantics.generators import cases
 
-from pypm.match import interpret
-from pypm.placement import place_guards
-from pypm.syntax import Guard, Op, Var
+from pypm.lang.match import interpret
+from pypm.lang.placement import place_guards
+from pypm.lang.syntax import Guard, Op, Var
 
 
 @settings(max_examples=1000, deadline=None, derandomize=True,
@@ -22,7 +22,7 @@ def test_placed_program_has_the_same_results_in_the_same_order(case):
 
 
 def test_placement_moves_a_guard_to_where_its_variable_is_bound():
-    from pypm.syntax import Definition, GCompare, GConst, GName
+    from pypm.lang.syntax import Definition, GCompare, GConst, GName
 
     cond = GCompare(GName("a"), (("==", GConst(1)),))
     program = {"P": Definition("P", ("a", "b"), Guard(Op("f", (Var("a"), Op("g", (Var("b"),)))), cond))}

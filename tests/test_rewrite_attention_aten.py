@@ -20,12 +20,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from pypm.rules.attention import RULES, attention_aten
+from pypm.rules.masks import causal_bias, triangle_kind
 from torch._inductor import config
 from torch.fx.experimental.proxy_tensor import make_fx
 
 import pypm
-from pypm.backend import InductorPass
-from pypm.fx import GraphView, causal_bias, triangle_kind
+from pypm.compile.inductor import InductorPass
+from pypm.graph import GraphView
 from pypm.rewrite import RewritePass
 
 B, H, T, D = 2, 3, 6, 8

@@ -90,8 +90,8 @@ def test_off_the_fused_devices_attention_is_sdpa(monkeypatch):
 
 
 def test_standard_patterns_load_in_a_fresh_process():
-    # the attention patterns use guard functions that pypm.fx registers: loading them must not
-    # depend on having imported pypm.fx first
+    # the attention patterns use guard functions that pypm.rules.masks registers: loading them
+    # must not depend on having imported it first
     code = "import pypm; ns = pypm.load('attention'); print(len(list(ns)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr

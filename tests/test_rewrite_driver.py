@@ -231,7 +231,7 @@ def test_a_body_building_on_a_node_of_an_earlier_rewrite_is_an_error_naming_the_
 
 
 def test_a_new_node_on_an_erased_node_is_an_error():
-    from pypm.rewrite import _lint_new
+    from pypm.rewrite.body import lint_new
 
     gm = traced(lambda x: torch.neg(x) + 1)
     g = gm.graph
@@ -243,7 +243,7 @@ def test_a_new_node_on_an_erased_node_is_an_error():
     g.erase_node(gone)
     new.args = (gone,)  # what a body holding a stale proxy would build
     with pytest.raises(RewriteError, match="rule double-negation built %exp on %tanh, which is not a live"):
-        _lint_new(drop_negations, [new], new, add, gm)
+        lint_new(drop_negations, [new], new, add, gm)
 
 
 def test_a_replacement_defined_after_the_root_is_an_error():
@@ -266,7 +266,7 @@ def test_body_proxies_record_what_torch_proxies_record():
     """BodyProxy's short path for torch calls builds the same nodes as torch.fx.Proxy: functions
     with positional and keyword arguments, Tensor methods, ATen overloads, and calls it leaves
     to torch (nested arguments)."""
-    from pypm.rewrite import BodyProxy, _BodyTracer
+    from pypm.rewrite.body import BodyProxy, _BodyTracer
 
     def build(proxy_type, tracer_type):
         g = torch.fx.Graph()

@@ -9,9 +9,10 @@ from hypothesis import HealthCheck, given, settings
 from pypm.semantics.generators import cases
 
 import pypm
-from pypm.fastmatch import Compiler, all_results
-from pypm.fx import GraphView, call_of, propagate_types, resolve
-from pypm.match import Interpreter
+from pypm.graph import GraphView, propagate_types
+from pypm.lang.analysis import call_of, resolve
+from pypm.lang.fastmatch import Compiler, all_results
+from pypm.lang.match import Interpreter
 
 
 def interpreted(program, p, v, sigma):

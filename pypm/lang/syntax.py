@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import Span
+from ..errors import Span
 
 # ---------------------------------------------------------------------------------------------
 # Patterns (LANGUAGE.md §2)

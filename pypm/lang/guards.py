@@ -247,7 +247,7 @@ def guard_function(fn: Callable[..., Any] | None = None, *, name: str | None = N
     def register(f: Callable[..., Any]) -> Callable[..., Any]:
         key = name or f.__name__
         if key in BUILTINS:
-            from .errors import GuardError
+            from ..errors import GuardError
 
             raise GuardError(f"cannot register guard function {key!r}: a built-in has that name")
         _registered[key] = f
@@ -256,27 +256,12 @@ def guard_function(fn: Callable[..., Any] | None = None, *, name: str | None = N
     return register(fn) if fn is not None else register
 
 
-# Guard functions that pypm's own modules register when imported: the standard patterns may
-# use them without their file importing anything (the module is imported on first use).
-_PROVIDED_BY = {"causal_mask": "pypm.fx", "causal_keep": "pypm.fx", "causal_bias": "pypm.fx"}
-
-
-def _load_provider(name: str) -> None:
-    module = _PROVIDED_BY.get(name)
-    if module is not None and name not in _registered:
-        import importlib
-
-        importlib.import_module(module)
-
-
 def known_functions() -> frozenset[str]:
-    """Names a guard may call now: the built-ins, the registered functions, and those pypm's
-    own modules register on import."""
-    return frozenset(BUILTINS) | frozenset(_registered) | frozenset(_PROVIDED_BY)
+    """Names a guard may call now: the built-ins and the registered functions."""
+    return frozenset(BUILTINS) | frozenset(_registered)
 
 
 def _lookup(name: str) -> Callable[..., Any]:
-    _load_provider(name)
     f = _registered.get(name) or BUILTINS.get(name)
     if f is None:
         raise GuardEvalError(f"unknown guard function {name!r}")

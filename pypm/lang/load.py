@@ -11,15 +11,14 @@ the standard library (``pypm.patterns``).
 from __future__ import annotations
 
 import inspect
-import sys
 import textwrap
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import PatternImportError, PypmError, ScopeError, Source, Span, UnknownPatternError
 from .check import check_program
-from .errors import PatternImportError, PypmError, ScopeError, Source, Span, UnknownPatternError
 from .match import Interpreter, Match, Tracer
 from .parse import ParsedModule, SImport, parse_module
 from .placement import place_guards
@@ -383,26 +382,4 @@ def _all_errors(path: Path) -> list[PypmError]:
 # pypm.match
 
 
-def match(pattern: PatternDef | str, value_or_graph: Any, **bound: Any) -> list[Match]:
-    """Every match of ``pattern`` in a torch.fx graph (every node a candidate root) or at a term.
-
-    ``bound`` fixes parameters in advance (``pypm.match(P, g, dim=-1)``).
-    """
-    if not isinstance(pattern, PatternDef):
-        raise UnknownPatternError(f"pypm.match needs a pattern (from @pattern or pypm.load), "
-                                  f"not {type(pattern).__name__}")
-    if _is_fx(value_or_graph):
-        from .fx import match_graph
-
-        return match_graph(pattern, value_or_graph, **bound)
-    return pattern.match(value_or_graph, **bound)
-
-
-def _is_fx(x: Any) -> bool:
-    fx = sys.modules.get("torch.fx")
-    if fx is None:
-        return False
-    return isinstance(x, (fx.Graph, fx.GraphModule))
-
-
-__all__ = ["PatternDef", "PatternModule", "check_files", "load", "loads", "match", "pattern"]
+__all__ = ["PatternDef", "PatternModule", "check_files", "load", "loads", "pattern"]

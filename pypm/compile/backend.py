@@ -1,14 +1,12 @@
-"""``torch.compile(model, backend="pypm")`` and the inductor custom-pass hook.
+"""``torch.compile(model, backend="pypm")``.
 
 The backend rewrites the dynamo graph with pypm rules, then hands it to an inner compiler
 (inductor by default). ``backend="pypm"`` is registered through the package entry point
-``torch_dynamo_backends`` (``pypm.backend:pypm_backend``), so it works without importing pypm.
+``torch_dynamo_backends`` (``pypm.compile.backend:pypm_backend``), so it works without importing pypm.
 
     torch.compile(model, backend="pypm")                              # standard rules, inductor
     be = pypm.backend(rules=[...], inner="aot_eager", verify=True)
     torch.compile(model, backend=be); ...; be.reports                 # one report per graph
-
-    torch._inductor.config.post_grad_custom_pre_pass = pypm.inductor_pass(rules)
 
 ``verify=True`` runs the original and the rewritten graph on the first call's inputs and
 raises a :class:`~pypm.errors.RewriteError` naming the rules applied if they differ beyond the
@@ -17,19 +15,14 @@ tolerance of the output dtype.
 
 from __future__ import annotations
 
-import hashlib
-import inspect
-import sys
-import types
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 import torch.fx
 
-from .errors import RewriteError
-from .rewrite import RewritePass, RewriteReport, Rule
-from .syntax import show
+from ..errors import RewriteError
+from ..rewrite import RewritePass, RewriteReport, Rule
 
 InnerCompiler = Callable[[torch.fx.GraphModule, Sequence[Any]], Callable[..., Any]]
 
@@ -186,65 +179,5 @@ def default_backend() -> Backend:
     return _DEFAULT
 
 
-# ---------------------------------------------------------------------------------------------
-# Inductor custom pass
-
-
-def _rules_digest(rules: Sequence[Rule]) -> str:
-    h = hashlib.sha256(b"pypm-inductor-pass-v1")
-    for r in rules:
-        h.update(f"{r.name}\0{r.priority}\0".encode())
-        for name in sorted(r.program):
-            d = r.program[name]
-            h.update(f"{name}({','.join(d.params)}):={show(d.body)}\0".encode())
-        try:
-            h.update(inspect.getsource(r.fn).encode())
-        except (OSError, TypeError):
-            h.update(getattr(r.fn, "__qualname__", "").encode())
-    return h.hexdigest()
-
-
-try:
-    from torch._inductor.custom_graph_pass import CustomGraphPass as _PassBase
-except ImportError:  # pragma: no cover - torch without custom graph passes
-    _PassBase = object  # type: ignore[assignment,misc]
-
-
-class InductorPass(_PassBase):  # type: ignore[misc,valid-type]
-    """A post-grad inductor pass applying pypm rules to the ATen-level graph. Its ``uuid`` is a
-    digest of the rules (names, priorities, patterns, bodies), so inductor's FX graph cache
-    stays valid across processes and changes when the rules change."""
-
-    def __init__(self, rules: Sequence[Rule] | None = None):
-        self.rules = list(rules) if rules is not None else standard_rules()
-        self.reports: list[RewriteReport] = []
-        self._pass = RewritePass(self.rules)
-        self._uuid = _rules_digest(self.rules)
-
-    def __call__(self, graph: torch.fx.Graph) -> None:
-        self.reports.append(self._pass.apply(graph))
-
-    def uuid(self) -> str:
-        return self._uuid
-
-
-def inductor_pass(rules: Sequence[Rule] | None = None) -> InductorPass:
-    """A pass for ``torch._inductor.config.post_grad_custom_pre_pass`` (or ``..._post_pass``)."""
-    return InductorPass(rules)
-
-
-__all__ = ["Backend", "InductorPass", "TOLERANCES", "backend", "compare_outputs", "default_backend",
-           "inductor_pass", "pypm_backend", "standard_rules"]
-
-
-class _CallableModule(types.ModuleType):
-    """``pypm.backend`` is both this module and the function :func:`backend`: once the module is
-    imported, ``import pypm.backend`` makes the attribute ``pypm.backend`` the module, so the
-    module itself must be callable for ``pypm.backend(rules=...)`` to keep working."""
-
-    def __call__(self, rules: Sequence[Rule] | None = None, *, inner: str | InnerCompiler = "inductor",
-                 verify: bool = False) -> Backend:
-        return backend(rules, inner=inner, verify=verify)
-
-
-sys.modules[__name__].__class__ = _CallableModule
+__all__ = ["Backend", "TOLERANCES", "backend", "compare_outputs", "default_backend", "pypm_backend",
+           "standard_rules"]

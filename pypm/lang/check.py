@@ -19,7 +19,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass, field
 
-from .errors import (
+from ..errors import (
     ArityError,
     GuardError,
     LeftRecursionError,

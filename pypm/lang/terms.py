@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from .errors import PatternSyntaxError, Source, Span
+from ..errors import PatternSyntaxError, Source, Span
 
 
 class TermView:

@@ -23,8 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import schema
-from .errors import (
+from ..errors import (
     ArityError,
     GuardError,
     PatternSyntaxError,
@@ -33,6 +32,7 @@ from .errors import (
     Source,
     Span,
 )
+from . import schema
 from .guards import ALLOWED_ATTRS
 from .syntax import (
     Alt,

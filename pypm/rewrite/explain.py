@@ -1,7 +1,7 @@
 """Why a pattern did or did not match: ``pypm.explain(P, graph)`` and ``pypm explain``.
 
 For each candidate root (a node whose operator can be the pattern's root), the interpreter runs
-with a tracer that sees every failing step (:class:`pypm.match.Tracer`). The step of the
+with a tracer that sees every failing step (:class:`pypm.lang.match.Tracer`). The step of the
 *deepest partial match* (the most operator terms matched on the derivation) is the answer: an
 operator mismatch, a literal mismatch with both values, a guard that was false with the values
 of its variables, ... together with the pattern source line it came from. A root that matched
@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-import types
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,12 +21,16 @@ from typing import Any
 import torch
 import torch.fx
 
-from .errors import PypmError
-from .fx import GraphView, call_of, has_types, node_source, propagate_types, resolve
-from .index import root_ops
-from .match import Interpreter, Match
-from .syntax import Guard, Op, OpVar, Pattern, guard_free_vars, show, show_guard
-from .terms import TermView
+from ..errors import PypmError
+from ..graph.names import node_source
+from ..graph.types import has_types, propagate_types
+from ..graph.view import GraphView
+from ..lang.analysis import call_of, resolve, root_ops
+from ..lang.match import Interpreter, Match
+from ..lang.syntax import Guard, Op, OpVar, Pattern, guard_free_vars, show, show_guard
+from ..lang.terms import TermView
+from .report import show_binding
+from .safety import unsafe_reason
 
 Node = torch.fx.Node
 
@@ -210,14 +213,13 @@ def explain_root(program: Any, definition: Any, view: GraphView, node: Node,
                  sigma: dict[str, Any] | None = None) -> RootExplanation:
     """Match a definition at one node: the first safe match (as the rewriter would take it), else
     the first match with its safety problem, else the deepest failure."""
-    from .rewrite import _show_binding, unsafe_reason
 
     term = view.term(node)
     interp = DeepestFailure(program, term)
     first_unsafe: RootExplanation | None = None
     for out, region in interp.run(call_of(definition), term, dict(sigma or {})):
         m = Match(out, region, term, definition.name)
-        bindings = {k: _show_binding(v) for k, v in out.items() if k in definition.params}
+        bindings = {k: show_binding(v) for k, v in out.items() if k in definition.params}
         unsafe = unsafe_reason(m, node, view.owner, view.rep)
         if unsafe is None:  # the rewriter would take this one
             return RootExplanation(node.name, node_source(node), True, None, None, bindings)
@@ -303,9 +305,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--dynamic", action="store_true", help="dynamo with dynamic=True")
     args = ap.parse_args(argv)
     try:
-        import pypm.fx  # noqa: F401  (guard functions used by the standard patterns)
+        import pypm.patterns  # noqa: F401  (registers the guard functions the standard patterns call)
 
-        from .dsl import load
+        from ..lang.load import load
 
         pdef = load(args.patterns)[args.pattern]
         model, inputs = _load_model(args.model)
@@ -324,16 +326,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 __all__ = ["DeepestFailure", "Explanation", "Failure", "RootExplanation", "describe", "explain",
            "explain_root", "main"]
-
-
-class _CallableModule(types.ModuleType):
-    """``pypm.explain`` is both this module and the function :func:`explain` (``import
-    pypm.explain`` rebinds the attribute to the module), so the module is callable too."""
-
-    def __call__(self, pattern: Any, graph: torch.fx.GraphModule | torch.fx.Graph,
-                 example_inputs: Sequence[Any] | None = None, *, node: str | None = None,
-                 **bound: Any) -> Explanation:
-        return explain(pattern, graph, example_inputs, node=node, **bound)
-
-
-sys.modules[__name__].__class__ = _CallableModule

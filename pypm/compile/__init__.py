@@ -1,0 +1,1 @@
+"""pypm inside torch.compile: the dynamo backend ``"pypm"`` and the inductor custom pass."""
