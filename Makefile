@@ -12,12 +12,14 @@ setup-test:
 demo: setup
 	pypm demo
 
-# Everything CI checks: lint, the Coq proofs (and the extracted interpreter), the pytest suite.
+# Everything CI checks: lint and the layer contracts, the Coq proofs (and the extracted
+# interpreter), the pytest suite (which ends with its passed / skipped counts).
 test: setup-test
 	$(MAKE) lint coq pytest
 
 lint:
 	$(PYTHON) -m ruff check .
+	lint-imports
 
 coq:
 	$(MAKE) -C coq

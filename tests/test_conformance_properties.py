@@ -58,7 +58,6 @@ def test_every_program_the_checker_accepts_terminates(case: Case):
 @ci
 @given(cases())
 def test_guard_placement_changes_no_result(case: Case):
-    pytest.importorskip("pypm.lang.placement")
     props.placement_preserves(case)
 
 

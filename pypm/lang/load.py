@@ -10,6 +10,7 @@ the standard library (``pypm.patterns``).
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import textwrap
 from collections.abc import Callable, Iterator
@@ -226,10 +227,12 @@ class PatternModule:
 
 
 def standard_patterns_dir() -> Path:
-    """Where the standard pattern library (``pypm.patterns``) is installed."""
-    import pypm.patterns
+    """Where the standard pattern library (``pypm.patterns``) is installed.
 
-    return Path(pypm.patterns.__file__).parent
+    The library sits above every layer (its package imports the rules that register the guard
+    functions its patterns call), so it is found by name, as a plugin is, not imported here."""
+    library = importlib.import_module("pypm.patterns")
+    return Path(library.__file__).parent
 
 
 class _Loader:
