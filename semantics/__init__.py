@@ -1,4 +1,4 @@
-"""Executable declarative semantics and conformance tests for the pattern language (issue 4).
+"""Executable declarative semantics and conformance tests for the pattern language.
 
 * :mod:`.declarative`: ``holds(Δ, σ, v, p)`` decides ``σ ⊨ v : p`` by the rules M-Wild .. M-Then
   of LANGUAGE.md §3 (with derivations), and ``match_set`` enumerates the ⊆-minimal solutions;

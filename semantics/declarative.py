@@ -48,11 +48,10 @@ from pypm.lang.syntax import (
     Wild,
     free_vars,
     guard_free_vars,
+    rename_guard,
     show,
 )
 from pypm.lang.terms import TermView, show_value, subterms, values_equal
-
-from .rename import rename_guard
 
 Subst = Mapping[str, Any]
 

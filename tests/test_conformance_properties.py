@@ -1,4 +1,4 @@
-"""Conformance of the interpreter to the declarative semantics, on generated cases (issue 4).
+"""Conformance of the interpreter to the declarative semantics, on generated cases.
 
 Each property runs on ``PYPM_CONFORMANCE_EXAMPLES`` cases (default 2,000: the CI share),
 derandomized so that CI is reproducible; ``pypm conformance --examples 100000`` is the long run.

@@ -10,8 +10,7 @@
 * guards call only known functions.
 
 Errors are :class:`~pypm.errors.PypmError` subclasses with the pattern, file, line and source
-line. :func:`check_program` returns all of them (``pypm check`` prints every one);
-:func:`assert_well_formed` raises the first.
+line. :func:`check_program` returns all of them (``pypm check`` prints every one).
 """
 
 from __future__ import annotations
@@ -391,11 +390,4 @@ def check_program(program: Program, names: list[str] | None = None) -> list[Pypm
     return checker.errors
 
 
-def assert_well_formed(program: Program, names: list[str] | None = None) -> None:
-    """Raise the first well-formedness error of program Δ, if any."""
-    errors = check_program(program, names)
-    if errors:
-        raise errors[0]
-
-
-__all__ = ["always_binds", "assert_well_formed", "call_edges", "check_program", "find_left_recursion"]
+__all__ = ["always_binds", "call_edges", "check_program", "find_left_recursion"]

@@ -295,11 +295,6 @@ def _rename(p: Pattern, env: dict[str, str], tag: str, count: list[int]) -> Patt
     return p  # Wild, Lit, Fail
 
 
-def first(matcher: Matcher, v: Any, sigma: Subst, accept: Callable[[Subst, tuple[Any, ...]], bool]) -> bool:
-    """Run a matcher until ``accept`` returns True for a result; True if one was accepted."""
-    return matcher(v, sigma, accept)
-
-
 def all_results(matcher: Matcher, v: Any, sigma: Subst) -> list[tuple[Subst, tuple[Any, ...]]]:
     """Every result, in order (for tests and ``pypm.match``)."""
     out: list[tuple[Subst, tuple[Any, ...]]] = []
@@ -312,4 +307,4 @@ def all_results(matcher: Matcher, v: Any, sigma: Subst) -> list[tuple[Subst, tup
     return out
 
 
-__all__ = ["Compiler", "Matcher", "all_results", "first"]
+__all__ = ["Compiler", "Matcher", "all_results"]

@@ -52,11 +52,6 @@ class TermView:
         return self
 
 
-def is_term(v: Any) -> bool:
-    """True for terms, False for literals."""
-    return isinstance(v, TermView)
-
-
 def values_equal(a: Any, b: Any) -> bool:
     """Equality of values (§1): terms by their own ``==``; literals structurally.
 
@@ -293,5 +288,5 @@ def parse(text: str, *, source: str = "<term>") -> Any:
     return v
 
 
-__all__ = ["Term", "TermView", "is_term", "parse", "show_value", "subterms", "term_size",
+__all__ = ["Term", "TermView", "parse", "show_value", "subterms", "term_size",
            "values_equal"]
