@@ -1,6 +1,6 @@
 (* Each main theorem must depend on no axiom: make writes this file's output to
    assumptions.txt and tests/test_coq.py checks it. *)
-From PyPM Require Import Syntax Semantics WellFormed Interp InterpProof Totality.
+From PyPM Require Import Syntax Semantics WellFormed Interp InterpProof Totality InterpList.
 
 Print Assumptions interp_sound.
 Print Assumptions interp_complete.
@@ -15,3 +15,8 @@ Print Assumptions check_guarded_wf.
 Print Assumptions interp_total_guarded.
 Print Assumptions interp_complete_guarded.
 Print Assumptions extracted_interp_total.
+Print Assumptions interp_sound_list.
+Print Assumptions interp_complete_list.
+Print Assumptions results_det.
+Print Assumptions interp_list_iff.
+Print Assumptions extracted_interp_exact.

@@ -35,7 +35,10 @@ ASSUMPTIONS = COQ / "assumptions.txt"
 MAIN_THEOREMS = ("interp_sound", "interp_complete", "interp_fuel_mono", "sem_monotone", "guard_local",
                  "check_wf", "check_program_with_wf", "check_program_wf", "guardedb_guarded",
                  "check_guarded_wf", "interp_total_guarded", "interp_complete_guarded",
-                 "extracted_interp_total")
+                 "extracted_interp_total",
+                 # InterpList.v: the result list of §4, in order, with multiplicity
+                 "interp_sound_list", "interp_complete_list", "results_det", "interp_list_iff",
+                 "extracted_interp_exact")
 
 pytestmark = pytest.mark.coq
 
