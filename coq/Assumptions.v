@@ -1,6 +1,6 @@
 (* Each main theorem must depend on no axiom: make writes this file's output to
    assumptions.txt and tests/test_coq.py checks it. *)
-From PyPM Require Import Syntax Semantics WellFormed Interp InterpProof Totality InterpList.
+From PyPM Require Import Syntax Semantics WellFormed Interp InterpProof Totality InterpList Regions Fast.
 
 Print Assumptions interp_sound.
 Print Assumptions interp_complete.
@@ -20,3 +20,8 @@ Print Assumptions interp_complete_list.
 Print Assumptions results_det.
 Print Assumptions interp_list_iff.
 Print Assumptions extracted_interp_exact.
+Print Assumptions interp_r_erase.
+Print Assumptions fastmatch_correct_monoid.
+Print Assumptions fastmatch_correct.
+Print Assumptions fastmatch_first.
+Print Assumptions fastmatch_stops.

@@ -38,7 +38,10 @@ MAIN_THEOREMS = ("interp_sound", "interp_complete", "interp_fuel_mono", "sem_mon
                  "extracted_interp_total",
                  # InterpList.v: the result list of §4, in order, with multiplicity
                  "interp_sound_list", "interp_complete_list", "results_det", "interp_list_iff",
-                 "extracted_interp_exact")
+                 "extracted_interp_exact",
+                 # Regions.v, Fast.v: regions; the compiled matcher of fastmatch.py
+                 "interp_r_erase", "fastmatch_correct_monoid", "fastmatch_correct",
+                 "fastmatch_first", "fastmatch_stops")
 
 pytestmark = pytest.mark.coq
 
