@@ -1,6 +1,6 @@
 (* Each main theorem must depend on no axiom: make writes this file's output to
    assumptions.txt and tests/test_coq.py checks it. *)
-From PyPM Require Import Syntax Semantics WellFormed Interp InterpProof Totality InterpList Regions Fast.
+From PyPM Require Import Syntax Semantics WellFormed Interp InterpProof Totality InterpList Regions Fast Rename.
 
 Print Assumptions interp_sound.
 Print Assumptions interp_complete.
@@ -25,3 +25,6 @@ Print Assumptions fastmatch_correct_monoid.
 Print Assumptions fastmatch_correct.
 Print Assumptions fastmatch_first.
 Print Assumptions fastmatch_stops.
+Print Assumptions interp_r_fuel_mono.
+Print Assumptions rename_sim_all.
+Print Assumptions inline_call_correct.

@@ -167,3 +167,52 @@ Proof.
     rewrite <- IH. destruct (interp_r D n p2 w (fst a)); simpl; auto. rewrite map_map; reflexivity.
   - reflexivity.
 Qed.
+
+(** ** More fuel never loses results (as [interp_fuel_mono]) *)
+
+Lemma rflat_mono : forall f g l r,
+  (forall a r, f a = ROk r -> g a = ROk r) -> rflat f l = ROk r -> rflat g l = ROk r.
+Proof.
+  induction l as [| a l IH]; simpl; intros r Hfg H; auto.
+  destruct (f a) as [| ra] eqn:Ea; try discriminate. rewrite (Hfg _ _ Ea).
+  destruct (rflat f l) as [| rl] eqn:El; try discriminate. rewrite (IH rl Hfg eq_refl). exact H.
+Qed.
+
+Lemma rargs_mono : forall m1 m2 ps vs s g r,
+  (forall p v s r, m1 p v s = ROk r -> m2 p v s = ROk r) ->
+  rargs m1 ps vs s g = ROk r -> rargs m2 ps vs s g = ROk r.
+Proof.
+  induction ps as [| p ps IH]; intros [| v vs] s g r Hm H; simpl in *; auto.
+  unfold rbind in *. destruct (m1 p v s) as [| r1] eqn:E1; try discriminate.
+  rewrite (Hm _ _ _ _ E1). eapply rflat_mono; [| exact H]. intros; eauto.
+Qed.
+
+Theorem interp_r_fuel_mono : forall D n m p v s r,
+  n <= m -> interp_r D n p v s = ROk r -> interp_r D m p v s = ROk r.
+Proof.
+  intros D n. induction n as [| n IH]; intros m p v s r Hnm H; [discriminate |].
+  destruct m as [| m]; [lia |]. assert (Hnm' : n <= m) by lia.
+  assert (IH' : forall p v s r, interp_r D n p v s = ROk r -> interp_r D m p v s = ROk r)
+    by (intros; eapply IH; eauto).
+  destruct p; simpl in *; auto.
+  - destruct v as [g vs | l]; auto. destruct (String.eqb f g && (length ps <=? length vs)); auto.
+    eapply rargs_mono; eauto.
+  - destruct v as [g vs | l]; auto. destruct (length ps <=? length vs); auto.
+    destruct (bind_var s x (VLit (LStr g))); auto. eapply rargs_mono; eauto.
+  - unfold rapp in *. destruct (interp_r D n p1 v s) eqn:E1; try discriminate.
+    destruct (interp_r D n p2 v s) eqn:E2; try discriminate.
+    rewrite (IH' _ _ _ _ E1), (IH' _ _ _ _ E2). exact H.
+  - unfold rmap in *. destruct (interp_r D n p v (remove s x)) eqn:E; try discriminate.
+    rewrite (IH' _ _ _ _ E). exact H.
+  - destruct (lookup_def D P); auto. destruct (length xs =? length (def_params d)); auto.
+    unfold rmap in *.
+    destruct (interp_r D n (def_body d) v (frame_in s xs (def_params d))) eqn:E; try discriminate.
+    rewrite (IH' _ _ _ _ E). exact H.
+  - unfold rmap in *. destruct (interp_r D n p v s) eqn:E; try discriminate.
+    rewrite (IH' _ _ _ _ E). exact H.
+  - unfold rbind in *. destruct (interp_r D n p1 v s) eqn:E; try discriminate.
+    rewrite (IH' _ _ _ _ E). eapply rflat_mono; [| exact H].
+    intros a r0 H0; simpl in H0 |- *. destruct (lookup (fst a) x) as [w|]; auto.
+    unfold rpre, rmap in *. destruct (interp_r D n p2 w (fst a)) eqn:E2; try discriminate.
+    rewrite (IH' _ _ _ _ E2). exact H0.
+Qed.

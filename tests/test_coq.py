@@ -41,7 +41,9 @@ MAIN_THEOREMS = ("interp_sound", "interp_complete", "interp_fuel_mono", "sem_mon
                  "extracted_interp_exact",
                  # Regions.v, Fast.v: regions; the compiled matcher of fastmatch.py
                  "interp_r_erase", "fastmatch_correct_monoid", "fastmatch_correct",
-                 "fastmatch_first", "fastmatch_stops")
+                 "fastmatch_first", "fastmatch_stops", "interp_r_fuel_mono",
+                 # Rename.v: M-Call by substitution (locals renamed apart) = the frame
+                 "rename_sim_all", "inline_call_correct")
 
 pytestmark = pytest.mark.coq
 
