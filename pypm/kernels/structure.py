@@ -27,7 +27,7 @@ import sympy
 from sympy.logic.boolalg import And, Equivalent, Implies, Not, Or, false, true
 from sympy.logic.inference import satisfiable
 
-from .spec import (
+from .expr import (
     COMPARISONS,
     KV_IDX,
     Q_IDX,
