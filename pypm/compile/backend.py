@@ -8,31 +8,59 @@ The backend rewrites the dynamo graph with pypm rules, then hands it to an inner
     be = pypm.backend(rules=[...], inner="aot_eager", verify=True)
     torch.compile(model, backend=be); ...; be.reports                 # one report per graph
 
-``verify=True`` runs the original and the rewritten graph on the first call's inputs and
-raises a :class:`~pypm.errors.RewriteError` naming the rules applied if they differ beyond the
-tolerance of the output dtype.
+What the inner compiler receives:
+
+- with ``rules=[]``, the graph exactly as dynamo made it (no pass runs, not even CSE: with
+  nothing to match, merging common subexpressions has no purpose), so the backend is the inner
+  compiler alone;
+- otherwise the graph as the rewrite pass left it (common subexpressions merged, rules
+  applied), its code regenerated whenever the graph changed;
+- when the pass raises (a rule body that fails, a rule that keeps rewriting), the graph as
+  dynamo made it: torch.compile goes on without pypm's rewrites for that graph, the error is
+  kept in ``Backend.errors`` and a :class:`RewriteWarning` says so.
+
+``verify=True`` checks each graph the pass changed (by CSE alone included) on its first call:
+see :mod:`pypm.compile.verify`. The original graph runs once on copies of the inputs, the
+compiled graph once on the real inputs (an input mutation happens once, as in eager mode);
+outputs and mutated inputs are compared, and a :class:`~pypm.compile.verify.VerifyError` (a
+:class:`~pypm.errors.RewriteError`) names the culprit: the rule, CSE, or the inner compiler.
 """
 
 from __future__ import annotations
 
+import copy
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 import torch.fx
 
+from .. import graph as _graph
 from ..errors import RewriteError
 from ..rewrite import RewritePass, RewriteReport, Rule
+from .verify import (
+    TOLERANCES,
+    Call,
+    Culprit,
+    VerifyError,
+    clone_inputs,
+    compare_outputs,
+    copy_graph_module,
+    find_culprit,
+    run,
+    run_differences,
+    run_graph,
+    snapshot_state,
+    state_tensors,
+    verify_error,
+)
 
 InnerCompiler = Callable[[torch.fx.GraphModule, Sequence[Any]], Callable[..., Any]]
 
-# Tolerances for verify=True, per output dtype: (rtol, atol).
-TOLERANCES: dict[torch.dtype, tuple[float, float]] = {
-    torch.float64: (1e-7, 1e-9),
-    torch.float32: (1e-4, 1e-5),
-    torch.bfloat16: (2e-2, 2e-2),
-    torch.float16: (1e-2, 1e-2),
-}
+
+class RewriteWarning(UserWarning):
+    """The rewrite pass failed on a graph, which was compiled as dynamo made it."""
 
 
 def standard_rules() -> list[Rule]:
@@ -61,73 +89,91 @@ def _inner_compiler(inner: str | InnerCompiler) -> InnerCompiler:
         raise RewriteError(f"unknown inner compiler {inner!r} for the pypm backend: {e}") from None
 
 
-def _clone(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
-    """A copy of a graph module sharing its parameters (the graph is copied, not the weights)."""
-    graph = torch.fx.Graph()
-    out = graph.graph_copy(gm.graph, {})
-    graph.output(out)
-    graph._codegen = gm.graph._codegen
-    return torch.fx.GraphModule(gm, graph)
+def _fingerprint(graph: torch.fx.Graph) -> list[tuple[Any, ...]]:
+    """The nodes of a graph with their targets and arguments, compared by identity: fx
+    replaces a node's argument tuple whenever it rewires it, so any change to the graph
+    changes the fingerprint."""
+    return [(n, n.target, n.args, n.kwargs) for n in graph.nodes]
 
 
-def _flat_tensors(x: Any) -> list[Any]:
-    if isinstance(x, (list, tuple)):
-        return [y for e in x for y in _flat_tensors(e)]
-    if isinstance(x, dict):
-        return [y for e in x.values() for y in _flat_tensors(e)]
-    return [x]
+def _same(a: list[tuple[Any, ...]], b: list[tuple[Any, ...]]) -> bool:
+    return len(a) == len(b) and all(x is y for s, t in zip(a, b) for x, y in zip(s, t))
 
 
-def compare_outputs(expected: Any, actual: Any) -> str | None:
-    """None when the outputs agree within the tolerance of their dtype, else what differs."""
-    e_list, a_list = _flat_tensors(expected), _flat_tensors(actual)
-    if len(e_list) != len(a_list):
-        return f"{len(a_list)} outputs instead of {len(e_list)}"
-    for i, (e, a) in enumerate(zip(e_list, a_list)):
-        if not isinstance(e, torch.Tensor):
-            if e != a:
-                return f"output {i} is {a!r} instead of {e!r}"
-            continue
-        if not isinstance(a, torch.Tensor) or a.shape != e.shape or a.dtype != e.dtype:
-            return f"output {i} has type {getattr(a, 'dtype', type(a))}{list(getattr(a, 'shape', []))} " \
-                   f"instead of {e.dtype}{list(e.shape)}"
-        rtol, atol = TOLERANCES.get(e.dtype, (0.0, 0.0))
-        if not torch.allclose(a, e, rtol=rtol, atol=atol, equal_nan=True):
-            diff = (a.double() - e.double()).abs().nan_to_num(float("inf")).max().item()
-            return f"output {i} differs by up to {diff:.3g} (rtol={rtol}, atol={atol})"
-    return None
+def _restore(gm: torch.fx.GraphModule, backup: torch.fx.Graph) -> None:
+    """Put the graph as it came back into ``gm``: its placeholders stay (dynamo hangs each
+    input's source on them), every other node is replaced by its copy in ``backup``, a copy
+    of the graph taken before the pass. Nodes may come back under new names."""
+    graph = gm.graph
+    mine = [n for n in graph.nodes if n.op == "placeholder"]
+    theirs = [n for n in backup.nodes if n.op == "placeholder"]
+    if [n.target for n in mine] != [n.target for n in theirs]:  # the inputs changed: no node kept
+        gm.graph = backup
+        return
+    for n in reversed(list(graph.nodes)):
+        if n.op != "placeholder":
+            graph.erase_node(n)
+    copied = graph.graph_copy(backup, dict(zip(theirs, mine)), return_output_node=True)
+    if copied is not None:
+        value, output = copied  # type: ignore[misc]
+        graph.output(value, type_expr=getattr(output, "type", None)).meta = copy.copy(output.meta)
+    gm.recompile()
+
+
+def _rewrite_alone(rule: Rule, gm: torch.fx.GraphModule, example_inputs: list[Any]) -> None:
+    RewritePass([rule]).apply(gm, example_inputs)
+    gm.recompile()
 
 
 class _Verified:
-    """A compiled graph that checks itself against the original graph on its first call."""
+    """A compiled graph that checks itself against the original graph on its first call (see
+    the module docstring); later calls go straight to the compiled graph."""
 
     def __init__(self, compiled: Callable[..., Any], original: torch.fx.GraphModule,
-                 report: RewriteReport, rules: Sequence[Rule]):
+                 rewritten: torch.fx.GraphModule, report: RewriteReport, rules: Sequence[Rule]):
         self.compiled = compiled
-        self.original: torch.fx.GraphModule | None = original
+        self.original = original  # a copy of the graph before the pass, sharing its module's tensors
+        self.rewritten = rewritten  # a copy of the graph after the pass, before the inner compiler
         self.report = report
         self.rules = rules
+        self.checked = False
 
     def __call__(self, *args: Any) -> Any:
-        out = self.compiled(*args)
-        if self.original is not None:
-            original, self.original = self.original, None
-            with torch.no_grad():
-                expected = original(*args)
-            problem = compare_outputs(expected, out)
-            if problem is not None:
-                names = sorted(self.report.counts())
-                first = next((r for r in self.rules if r.name in names), None)
-                raise RewriteError(
-                    f"verify: the rewritten graph disagrees with the original: {problem}; "
-                    f"rule(s) applied: {', '.join(names)}",
-                    first.span if first else None, pattern=first.name if first else None)
-        return out
+        if self.checked:
+            return self.compiled(*args)
+        self.checked = True
+        original = self.original
+        inputs, state = clone_inputs(args), snapshot_state(original)  # before anything runs
+        call = Call(inputs, state, run_graph(original, inputs, state))
+        if call.expected.error is not None:
+            # The original graph fails on copies of the inputs: there is nothing to check against.
+            warnings.warn(f"pypm verify: the original graph raised {type(call.expected.error).__name__} "
+                          f"on copies of the inputs; the rewritten graph is not checked",
+                          RewriteWarning, stacklevel=2)
+            return self.compiled(*args)
+        actual = run(self.compiled, list(args), lambda: state_tensors(original))
+        found = run_differences(call.expected, actual)
+        if found:
+            raise self._error(call, found, actual.error)
+        self.original = self.rewritten = None  # type: ignore[assignment]
+        return actual.outputs
+
+    def _error(self, call: Call, found: list[str], cause: BaseException | None) -> VerifyError:
+        by_name = {r.name: r for r in reversed(list(self.rules))}
+        applied = [by_name[n] for n in dict.fromkeys(r.rule for r in self.report.rewrites) if n in by_name]
+        try:
+            culprit = find_culprit(call, self.original, self.rewritten, applied, _rewrite_alone,
+                                   lambda gm: _graph.cse(gm))
+        except Exception as e:  # the search itself failed: name what was applied
+            culprit = Culprit(None, f"the search for a culprit failed ({type(e).__name__}: {e})")
+        return verify_error(found, culprit, self.report.counts(), cause)
 
 
 class Backend:
     """A torch.compile backend: rewrite the dynamo graph with ``rules``, then compile it with
-    ``inner``. ``reports`` keeps one :class:`~pypm.rewrite.RewriteReport` per compiled graph."""
+    ``inner`` (see the module docstring). ``reports`` keeps one
+    :class:`~pypm.rewrite.RewriteReport` per compiled graph; ``errors`` the exceptions of
+    passes that failed (their graphs were compiled as dynamo made them)."""
 
     def __init__(self, rules: Sequence[Rule] | None = None, inner: str | InnerCompiler = "inductor",
                  verify: bool = False):
@@ -135,23 +181,47 @@ class Backend:
         self.inner = inner
         self.verify = verify
         self.reports: list[RewriteReport] = []
+        self.errors: list[Exception] = []
         self._pass: RewritePass | None = None
+        self._rules: list[Rule] = []
         self.__name__ = "pypm"  # dynamo names backends in its logs and errors
 
     def rewrite_pass(self) -> RewritePass:
+        """The pass over this backend's rules (the standard rules when none were given)."""
         if self._pass is None:
-            self._pass = RewritePass(self.rules if self.rules is not None else standard_rules())
+            self._rules = self.rules if self.rules is not None else standard_rules()
+            self._pass = RewritePass(self._rules)
         return self._pass
 
     def __call__(self, gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> Callable[..., Any]:
+        inner = _inner_compiler(self.inner)
         rewrite = self.rewrite_pass()
-        original = _clone(gm) if self.verify else None
-        report = rewrite.apply(gm, example_inputs)
+        if not self._rules:
+            size = len(gm.graph.nodes)
+            self.reports.append(RewriteReport(nodes_before=size, nodes_after=size))
+            return inner(gm, example_inputs)
+        backup = copy.deepcopy(gm.graph)
+        before = _fingerprint(gm.graph)
+        try:
+            report = rewrite.apply(gm, example_inputs)
+        except Exception as e:
+            _restore(gm, backup)
+            self.errors.append(e)
+            size = len(gm.graph.nodes)
+            self.reports.append(RewriteReport(nodes_before=size, nodes_after=size))
+            warnings.warn(f"pypm: the rewrite pass failed, so this graph is compiled without pypm's "
+                          f"rewrites: {e}", RewriteWarning, stacklevel=2)
+            return inner(gm, list(example_inputs))
         self.reports.append(report)
-        compiled = _inner_compiler(self.inner)(gm, list(example_inputs))
-        if original is not None and report.rewrites:
-            return _Verified(compiled, original, report, rewrite.rules)
-        return compiled
+        if _same(before, _fingerprint(gm.graph)):
+            return inner(gm, list(example_inputs))
+        gm.recompile()  # the pass regenerates code only when a rule fired; CSE may have changed it too
+        if not self.verify:
+            return inner(gm, list(example_inputs))
+        original = torch.fx.GraphModule(gm, backup)
+        rewritten = copy_graph_module(gm)  # the inner compiler may change gm
+        compiled = inner(gm, list(example_inputs))
+        return _Verified(compiled, original, rewritten, report, self._rules)
 
 
 def backend(rules: Sequence[Rule] | None = None, *, inner: str | InnerCompiler = "inductor",
@@ -179,5 +249,5 @@ def default_backend() -> Backend:
     return _DEFAULT
 
 
-__all__ = ["Backend", "TOLERANCES", "backend", "compare_outputs", "default_backend", "pypm_backend",
-           "standard_rules"]
+__all__ = ["Backend", "RewriteWarning", "TOLERANCES", "VerifyError", "backend", "compare_outputs",
+           "default_backend", "pypm_backend", "standard_rules"]
