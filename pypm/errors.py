@@ -20,10 +20,20 @@ class Source:
     line_offset: int = 0  # added to line numbers: a @pattern body sits inside a bigger file
 
     def line(self, lineno: int) -> str:
-        """The text of line ``lineno`` (numbered as the user sees it, offset included)."""
-        lines = self.text.splitlines()
+        """The text of line ``lineno`` (numbered as the user sees it, offset included).
+
+        Lines end at ``\n`` only, as the parser counts them (``str.splitlines`` would also
+        split at form feeds and other separators, and show the wrong line)."""
         i = lineno - self.line_offset - 1
-        return lines[i] if 0 <= i < len(lines) else ""
+        if i < 0:
+            return ""
+        start = 0
+        for _ in range(i):
+            start = self.text.find("\n", start) + 1
+            if start == 0:
+                return ""
+        end = self.text.find("\n", start)
+        return self.text[start:] if end < 0 else self.text[start:end].removesuffix("\r")
 
 
 @dataclass(frozen=True)
@@ -106,6 +116,13 @@ class PatternSyntaxError(PypmError):
     kind = "syntax error"
 
 
+class LimitError(PatternSyntaxError):
+    """A pattern beyond the sizes the language accepts: nested too deeply, a number literal too
+    long (the limits are in :mod:`pypm.lang.limits`)."""
+
+    kind = "limit exceeded"
+
+
 class ScopeError(PypmError):
     """A variable that is neither a parameter nor a local, or a local that is never used."""
 
@@ -161,7 +178,8 @@ class KernelInputError(PypmError):
 
 
 __all__ = [
-    "ArityError", "GuardError", "PatternImportError", "KernelInputError", "PatternSyntaxError",
+    "ArityError", "GuardError", "LimitError", "PatternImportError", "KernelInputError",
+    "PatternSyntaxError",
     "PypmError", "LeftRecursionError", "RewriteError", "ScopeError", "Source", "Span",
     "UnboundError", "UnknownPatternError",
 ]

@@ -292,9 +292,9 @@ def sprinkle(draw: Callable[..., Any], d: Definition, program: Program) -> Sugar
 
 
 def _definitely_bound(p: Pattern, program: Program) -> set[str]:
-    from pypm.lang.check import Binds, _bound_after, always_binds
+    from pypm.lang.check import Binds, always_binds, bound_after
 
-    return set(_bound_after(p, frozenset(), Binds(program, always_binds(program))))
+    return set(bound_after(p, frozenset(), Binds(program, always_binds(program))))
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ line. :func:`check_program` returns all of them (``pypm check`` prints every one
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from ..errors import (
@@ -61,16 +62,26 @@ def _is_fresh(x: str) -> bool:
 def always_binds(program: Program) -> dict[str, frozenset[str]]:
     """For each definition, the parameters every match of its body binds (§5): the greatest
     fixed point, starting from "binds every parameter" and removing what the body cannot
-    guarantee. Sound because a match is a finite derivation."""
+    guarantee. Sound because a match is a finite derivation. A definition is recomputed only
+    when a callee's result shrank, so the work is linear in the program for each shrink."""
     binds = {name: frozenset(d.params) for name, d in program.items()}
-    changed = True
-    while changed:
-        changed = False
-        for name, d in program.items():
-            out = _bound_after(d.body, frozenset(), Binds(program, binds)) & frozenset(d.params)
-            if out != binds[name]:
-                binds[name] = out
-                changed = True
+    callers: dict[str, set[str]] = {name: set() for name in program}
+    for name, d in program.items():
+        for c, _ in call_edges(d.body):
+            if c.name in callers:
+                callers[c.name].add(name)
+    todo = list(program)
+    pending = set(todo)
+    while todo:
+        name = todo.pop()
+        pending.discard(name)
+        d = program[name]
+        out = bound_after(d.body, frozenset(), Binds(program, binds)) & frozenset(d.params)
+        if out != binds[name]:
+            binds[name] = out
+            for caller in callers[name] - pending:
+                todo.append(caller)
+                pending.add(caller)
     return binds
 
 
@@ -82,7 +93,7 @@ class Binds:
     always: dict[str, frozenset[str]]
 
 
-def _bound_after(p: Pattern, b: frozenset[str], binds: Binds) -> frozenset[str]:
+def bound_after(p: Pattern, b: frozenset[str], binds: Binds) -> frozenset[str]:
     """B after p, given B before (the threading of §5), ignoring errors."""
     match p:
         case Wild() | Lit() | Fail():
@@ -91,17 +102,17 @@ def _bound_after(p: Pattern, b: frozenset[str], binds: Binds) -> frozenset[str]:
             return b | {x}
         case Op(_, args):
             for a in args:
-                b = _bound_after(a, b, binds)
+                b = bound_after(a, b, binds)
             return b
         case OpVar(x, args):
             b = b | {x}
             for a in args:
-                b = _bound_after(a, b, binds)
+                b = bound_after(a, b, binds)
             return b
         case Alt(left, right):
-            return _bound_after(left, b, binds) & _bound_after(right, b, binds)
+            return bound_after(left, b, binds) & bound_after(right, b, binds)
         case Exists(x, body):
-            inner = _bound_after(body, b - {x}, binds) - {x}
+            inner = bound_after(body, b - {x}, binds) - {x}
             return inner | {x} if x in b else inner
         case Call(name, xs):
             d = binds.program.get(name)
@@ -109,9 +120,9 @@ def _bound_after(p: Pattern, b: frozenset[str], binds: Binds) -> frozenset[str]:
                 return b
             return b | {x for x, y in zip(xs, d.params) if y in binds.always[name]}
         case Guard(body, _):
-            return _bound_after(body, b, binds)
+            return bound_after(body, b, binds)
         case Then(body, _, q):
-            return _bound_after(q, _bound_after(body, b, binds), binds)
+            return bound_after(q, bound_after(body, b, binds), binds)
     raise TypeError(f"not a core pattern: {p!r}")
 
 
@@ -200,7 +211,7 @@ class _Checker:
     def bound(self, p: Pattern, b: frozenset[str]) -> frozenset[str]:
         match p:
             case Wild() | Lit() | Fail() | Var():
-                return _bound_after(p, b, self.binds)
+                return bound_after(p, b, self.binds)
             case Op(_, args):
                 for a in args:
                     b = self.bound(a, b)
@@ -216,7 +227,7 @@ class _Checker:
                 inner = self.bound(body, b - {x}) - {x}
                 return inner | {x} if x in b else inner
             case Call():
-                return _bound_after(p, b, self.binds)
+                return bound_after(p, b, self.binds)
             case Guard(body, cond):
                 after = self.bound(body, b)
                 for x in sorted(guard_free_vars(cond) - after):
@@ -342,29 +353,30 @@ def find_left_recursion(program: Program) -> list[tuple[str, Call]] | None:
         name: [c for c, depth in call_edges(d.body) if depth == 0 and c.name in program]
         for name, d in program.items()
     }
-    state: dict[str, int] = {}
-    path: list[tuple[str, Call]] = []
-
-    def visit(name: str) -> list[tuple[str, Call]] | None:
-        state[name] = 1
-        for c in unguarded.get(name, []):
-            path.append((name, c))
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    for root in program:  # depth first, with an explicit stack: call chains can be long
+        if state.get(root, 0):
+            continue
+        state[root] = 1
+        path: list[tuple[str, Call]] = []  # the call that opened each frame but the root's
+        stack: list[tuple[str, Iterator[Call]]] = [(root, iter(unguarded.get(root, [])))]
+        while stack:
+            name, calls = stack[-1]
+            c = next(calls, None)
+            if c is None:
+                state[name] = 2
+                stack.pop()
+                if path:
+                    path.pop()
+                continue
             if state.get(c.name) == 1:
-                start = next(i for i, (caller, _) in enumerate(path) if caller == c.name)
-                return path[start:]
+                cycle = [*path, (name, c)]
+                start = next(j for j, (caller, _) in enumerate(cycle) if caller == c.name)
+                return cycle[start:]
             if state.get(c.name, 0) == 0:
-                found = visit(c.name)
-                if found:
-                    return found
-            path.pop()
-        state[name] = 2
-        return None
-
-    for name in program:
-        if state.get(name, 0) == 0:
-            found = visit(name)
-            if found:
-                return found
+                state[c.name] = 1
+                path.append((name, c))
+                stack.append((c.name, iter(unguarded.get(c.name, []))))
     return None
 
 

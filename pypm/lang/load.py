@@ -10,6 +10,8 @@ the standard library (``pypm.patterns``).
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import importlib
 import inspect
 import textwrap
@@ -18,11 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import PatternImportError, PypmError, ScopeError, Source, Span, UnknownPatternError
+from ..errors import PatternImportError, PypmError, ScopeError, Span, UnknownPatternError
 from .check import check_program
 from .match import Interpreter, Match, Tracer
-from .parse import ParsedModule, SImport, parse_module
+from .parse import ParsedModule, desugar_module, parse_module, parse_surface, text_of
 from .placement import place_guards
+from .surface import SImport
 from .syntax import Call, Definition, Program
 
 
@@ -265,7 +268,7 @@ class _Loader:
             cycle = " → ".join(p.name for p in [*self.loading[self.loading.index(path):], path])
             raise PatternImportError(f"import cycle: {cycle}", None)
         try:
-            text = path.read_text()
+            text = text_of(path.read_bytes(), str(path))
         except OSError as e:
             raise PatternImportError(f"cannot read {path}: {e.strerror}") from None
         self.loading.append(path)
@@ -276,10 +279,10 @@ class _Loader:
         self.modules[path] = module
         return module
 
-    def imports(self, text: str, filename: str, path: Path | None) -> dict[str, PatternDef]:
+    def imports(self, imports: tuple[SImport, ...], path: Path | None) -> dict[str, PatternDef]:
         """The patterns a text imports, by the name they are bound to (loading their files)."""
         imported: dict[str, PatternDef] = {}
-        for imp in _imports_only(text, filename):
+        for imp in imports:
             mod = self.load_path(self.find(imp, path))
             names = [(n, n) for n in mod.patterns] if imp.star else list(imp.names)
             for name, alias in names:
@@ -289,21 +292,28 @@ class _Loader:
         return imported
 
     def load_text(self, text: str, filename: str, path: Path | None) -> PatternModule:
-        # Imports first: the parser needs the parameters of imported patterns.
-        imported = self.imports(text, filename, path)
-        known = {alias: pdef.params for alias, pdef in imported.items()}
-        parsed = parse_module(text, filename, known_patterns=known)
-        return _link_module(parsed, imported, Path(filename).stem, path)
+        # Parsed once; imports are resolved before desugaring, which needs the parameters of
+        # imported patterns.
+        with _gc_paused():
+            surface = parse_surface(text, filename)
+            imported = self.imports(surface.imports, path)
+            known = {alias: pdef.params for alias, pdef in imported.items()}
+            parsed = desugar_module(surface, known_patterns=known)
+            return _link_module(parsed, imported, Path(filename).stem, path)
 
 
-def _imports_only(text: str, filename: str) -> list[SImport]:
-    """The ``from X import ...`` lines of a pattern file (parsed with the full grammar)."""
-    from .parse import _lark_parse, _ToSurface
-
-    source = Source(filename, text)
-    tree = _lark_parse(source, 0)
-    _, imports = _ToSurface(source, 0).module(tree)
-    return imports
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Loading builds millions of small objects that all stay alive until it ends; the cyclic
+    garbage collector would walk them again and again (loading time quadratic in the text).
+    Nothing loading makes is garbage before it ends, so the collector waits."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _link_module(parsed: ParsedModule, imported: dict[str, PatternDef], name: str,
@@ -328,9 +338,10 @@ def _link_module(parsed: ParsedModule, imported: dict[str, PatternDef], name: st
     return module
 
 
-def loads(text: str, *, filename: str = "<string>") -> PatternModule:
-    """Parse, link and check pattern source text; imports resolve in the standard library."""
-    return _Loader().load_text(text, filename, None)
+def loads(text: str | bytes, *, filename: str = "<string>") -> PatternModule:
+    """Parse, link and check pattern source text (str, or UTF-8 bytes); imports resolve in the
+    standard library. Any text gives a module or a PypmError."""
+    return _Loader().load_text(text_of(text, filename), filename, None)
 
 
 def load(path: str | Path) -> PatternModule:
@@ -364,11 +375,11 @@ def check_files(paths: list[str]) -> list[tuple[str, PatternModule | list[PypmEr
 def _all_errors(path: Path) -> list[PypmError]:
     """All well-formedness errors of a file whose parse succeeds (not just the first)."""
     try:
-        text = path.read_text()
-        imported = _Loader().imports(text, str(path), path)
+        surface = parse_surface(text_of(path.read_bytes(), str(path)), str(path))
+        imported = _Loader().imports(surface.imports, path)
         known = {alias: pdef.params for alias, pdef in imported.items()}
         errors: list[PypmError] = []
-        parsed = parse_module(text, str(path), known_patterns=known, errors=errors)
+        parsed = desugar_module(surface, known_patterns=known, errors=errors)
     except PypmError as e:
         return [e]
     program: Program = {}

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .check import Binds, _bound_after, always_binds
+from .check import Binds, always_binds, bound_after
 from .syntax import Alt, Exists, GExpr, Guard, Op, OpVar, Pattern, Program, Then, guard_free_vars
 
 
@@ -34,14 +34,14 @@ def _walk(p: Pattern, before: frozenset[str], binds: Binds) -> Pattern:
             new = []
             for a in args:
                 new.append(_walk(a, bound, binds))
-                bound = _bound_after(a, bound, binds)
+                bound = bound_after(a, bound, binds)
             return replace(p, args=tuple(new))
         case Alt(left, right):
             return replace(p, left=_walk(left, before, binds), right=_walk(right, before, binds))
         case Exists(x, body):
             return replace(p, body=_walk(body, before - {x}, binds))
         case Then(body, x, q):
-            after = _bound_after(body, before, binds)
+            after = bound_after(body, before, binds)
             return replace(p, body=_walk(body, before, binds), pat=_walk(q, after, binds))
     return p
 
@@ -56,17 +56,17 @@ def _attach(p: Pattern, cond: GExpr, guard: Guard, before: frozenset[str], binds
         if need <= bound:
             return replace(guard, body=p)
         for i, a in enumerate(p.args):
-            after = _bound_after(a, bound, binds)
+            after = bound_after(a, bound, binds)
             if need <= after:
                 args = list(p.args)
                 args[i] = _attach(a, cond, guard, bound, binds)
                 return replace(p, args=tuple(args))
             bound = after
     elif isinstance(p, Then):
-        after_body = _bound_after(p.body, before, binds)
+        after_body = bound_after(p.body, before, binds)
         if need <= after_body:
             return replace(p, body=_attach(p.body, cond, guard, before, binds))
-        if need <= _bound_after(p.pat, after_body, binds):
+        if need <= bound_after(p.pat, after_body, binds):
             return replace(p, pat=_attach(p.pat, cond, guard, after_body, binds))
     return replace(guard, body=p)
 
