@@ -282,15 +282,14 @@ def causal_keep(keep: Any, scores: Any) -> bool:
     return triangle_kind(keep) == _LOWER
 
 
-_VERY_NEGATIVE = -1e4  # exp(x - max) underflows to 0 below this, in every float dtype
-
-
 def _very_negative(v: Any) -> bool:
-    return not isinstance(v, (bool, TermView)) and isinstance(v, (int, float)) and v <= _VERY_NEGATIVE
+    """-inf: the only value that masks a score whatever the score is. (A finite value, however
+    negative, loses to scores lower still: -1e4 added to scores of +2e4 leaves them kept.)"""
+    return not isinstance(v, (bool, TermView)) and isinstance(v, (int, float)) and v == float("-inf")
 
 
 def _constant_bias_is_causal(tensor: Any) -> bool:
-    """A concrete additive mask: 0 on and below the diagonal, very negative above it."""
+    """A concrete additive mask: 0 on and below the diagonal, -inf above it."""
     from torch._subclasses.fake_tensor import FakeTensor
 
     if not isinstance(tensor, torch.Tensor) or isinstance(tensor, FakeTensor) or tensor.is_meta \
@@ -299,12 +298,12 @@ def _constant_bias_is_causal(tensor: Any) -> bool:
     rows, cols = tensor.shape[-2:]
     lower = torch.ones(rows, cols, dtype=torch.bool, device=tensor.device).tril()
     return bool((tensor.masked_select(lower.expand(tensor.shape)) == 0).all()) and bool(
-        (tensor.masked_select((~lower).expand(tensor.shape)) <= _VERY_NEGATIVE).all())
+        torch.isneginf(tensor.masked_select((~lower).expand(tensor.shape))).all())
 
 
 def _bias_is_causal(t: Any) -> bool:
-    """Whether an additive mask is provably 0 where j <= i and very negative where j > i, in
-    its last two dims (top-left anchored)."""
+    """Whether an additive mask is provably 0 where j <= i and -inf where j > i, in its last two
+    dims (top-left anchored)."""
     if not isinstance(t, TermView):
         return False
     op, args = t.op, t.args
@@ -336,8 +335,8 @@ def _bias_is_causal(t: Any) -> bool:
 
 def causal_bias(bias: Any, scores: Any) -> bool:
     """Guard function: ``bias`` (added to ``scores``) is provably 0 on and below the diagonal
-    and -inf or very negative above it, over the last two dims of ``scores``: adding it leaves
-    what ``is_causal=True`` leaves (``torch.full((T, T), -inf).triu(1)``, LLaMA's spelling)."""
+    and -inf above it, over the last two dims of ``scores``: adding it leaves what
+    ``is_causal=True`` leaves (``torch.full((T, T), -inf).triu(1)``, LLaMA's spelling)."""
     if not isinstance(bias, TermView) or not isinstance(scores, TermView):
         return False
     if bias.shape is None or scores.shape is None or len(bias.shape) < 2 or len(scores.shape) < 2:

@@ -58,10 +58,25 @@ def _shape(shape: Any, x: torch.fx.Proxy) -> list[Any]:
     return list(shape) if isinstance(shape, (tuple, list)) else [shape]
 
 
+def _same_dtype(x: torch.fx.Proxy, *params: Any) -> None:
+    """Decline unless the weight and bias have x's dtype: the fused kernels take one dtype, and a
+    weight of another dtype promotes (or rounds) the written-out product, which they do not."""
+    from pypm.graph import meta_value
+
+    dx = getattr(meta_value(x.node), "dtype", None)
+    for p in params:
+        if p is None:
+            continue
+        dp = getattr(meta_value(p.node), "dtype", None) if isinstance(p, torch.fx.Proxy) else None
+        if dx is None or dp != dx:
+            raise Decline(f"the weight or bias is {dp}, the normalised input {dx}")
+
+
 @rule(PATTERNS.RMSNorm, name="rms-norm-to-pypm", priority=5)
 def rms_norm_to_pypm(x, w, eps, shape):
     """One ``pypm::rms_norm`` (statistics in float32) for the call or the written-out form."""
     require_fused_device(x, "pypm::rms_norm")
+    _same_dtype(x, w)
     return ops.rms_norm(x, _shape(shape, x), w, _eps(eps, None))
 
 
@@ -69,6 +84,7 @@ def rms_norm_to_pypm(x, w, eps, shape):
 def layer_norm_to_pypm(x, w, b, eps, shape):
     """One ``pypm::layer_norm`` (statistics in float32) for the call or the written-out form."""
     require_fused_device(x, "pypm::layer_norm")
+    _same_dtype(x, w, b)
     return ops.layer_norm(x, _shape(shape, x), w, b, _eps(eps, 1e-5))
 
 

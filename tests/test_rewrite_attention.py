@@ -78,7 +78,8 @@ SPELLINGS = {
     "dropout-zero-training": lambda q, k, v: F.dropout(F.softmax(q @ k.transpose(-2, -1) * 0.2, -1), 0.0,
                                                        training=True) @ v,
     "llama-upcast": lambda q, k, v: torch.matmul(
-        F.softmax((torch.matmul(q, k.transpose(2, 3)) / math.sqrt(D) + torch.zeros(T, T)).float(), dim=-1)
+        F.softmax((torch.matmul(q, k.transpose(2, 3)) / math.sqrt(D) + torch.zeros(T, T, dtype=q.dtype))
+                  .float(), dim=-1)
         .type_as(q), v),
     "additive-mask": lambda q, k, v: F.softmax(q @ k.transpose(-2, -1) * 0.2 + torch.ones(T, T) * 0.5,
                                                -1) @ v,

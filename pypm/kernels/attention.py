@@ -4,13 +4,24 @@ attention in Triton (``_attention_kernels``), with a reference path for other de
 Contract (that of ``torch.nn.functional.scaled_dot_product_attention`` with ``enable_gqa``):
 q ``(B, Hq, Sq, D)``, k/v ``(B, Hkv, Sk, D)`` with ``Hkv`` dividing ``Hq``; ``scale`` defaults to
 ``1/sqrt(D)``; ``attn_mask`` broadcastable to ``(B, Hq, Sq, Sk)``, boolean (True = attend) or
-additive (floating). Two deliberate differences: ``is_causal`` is aligned bottom-right (query
-``i`` sees keys ``j <= i + Sk - Sq``; identical to torch when ``Sq == Sk``, and the decoding
-convention otherwise), and a query row that sees no key at all returns zeros rather than NaN.
-The mask receives no gradient. Inputs may have any strides (the permuted ``(B, S, H, D)``
-layouts graphs produce are read in place); the output is laid out ``(B, Sq, Hq, D)`` in memory
-and returned as a ``(B, Hq, Sq, D)`` view, so that the usual ``transpose(1, 2).reshape`` after
-attention is free.
+additive (floating). ``is_causal`` is aligned bottom-right (query ``i`` sees keys
+``j <= i + Sk - Sq``; identical to torch when ``Sq == Sk``, and the decoding convention
+otherwise). Two options make the op compute exactly what attention written out computes, so that
+rewrites can use it where SDPA would differ:
+
+* ``mask_fill``: the value a boolean mask puts in place of a masked score (``masked_fill``'s
+  value, applied after the scale; default -inf). A finite fill (``-1e4``, ``finfo.min``) keeps
+  masked scores finite: they still carry probability where the kept scores are lower, and a
+  fully masked row averages v uniformly, as the written-out form does.
+* ``empty_rows_nan``: a query row that sees no key at all (every score -inf) gives NaN, as
+  softmax over a row of -inf does, and its NaN reaches the gradients as it does when written
+  out. By default such a row gives zeros and no gradient (torch's SDPA does the same).
+
+NaN and inf propagate as in the written-out softmax (a NaN or +inf score makes its row NaN). An
+additive mask that requires grad receives its gradient. Inputs may have any strides (the
+permuted ``(B, S, H, D)`` layouts graphs produce are read in place); the output is laid out
+``(B, Sq, Hq, D)`` in memory and returned as a ``(B, Hq, Sq, D)`` view, so that the usual
+``transpose(1, 2).reshape`` after attention is free.
 """
 
 from __future__ import annotations
@@ -103,29 +114,49 @@ def _seq_bucket(sq: int, sk: int) -> int:
 # --------------------------------------------------------------------------------------------
 
 
-def _launch_forward(q, k, v, attn_mask, scale: float, is_causal: bool):
+_LOWEST32 = float(torch.finfo(torch.float32).min)
+
+
+def _fill2(mask_fill: float) -> float:
+    """A boolean mask's fill in the kernels' log2 units; a finite fill stays finite (clamped to
+    the float32 range rather than overflowing to -inf: ``finfo.min · log2(e)`` would)."""
+    if math.isinf(mask_fill) or math.isnan(mask_fill):
+        return mask_fill
+    return max(mask_fill * math.log2(math.e), _LOWEST32)
+
+
+def _new_stats(q: torch.Tensor) -> torch.Tensor:
+    """Row statistics (2, B, Hq, Sq) float32: [0] the row max, [1] the inverse row sum."""
+    b, hq, sq, _ = q.shape
+    return new_empty((2, b, hq, sq), torch.float32, q.device)
+
+
+def _launch_forward(q, k, v, attn_mask, scale: float, is_causal: bool, mask_fill: float,
+                    empty_rows_nan: bool):
     from . import _attention_kernels as K
 
     b, hq, sq, d = q.shape
     hkv, sk = k.shape[1], k.shape[2]
     out = _out_like(q)
-    lse = new_empty((b, hq, sq), torch.float32, q.device)
+    stats = _new_stats(q)
     m, kind, ms = _mask_view(attn_mask, q, sk)
 
     def grid(meta):
         return (triton_cdiv(sq, meta["BLOCK_M"]), b * hq)
 
     wrap(K.attn_fwd_kernel)[grid](
-        q, k, v, m, out, lse,
+        q, k, v, m, out, stats,
         *q.stride(), *k.stride(), *v.stride(), *ms, *out.stride(),
-        hq, sq, sk, sk - sq, scale * math.log2(math.e), _seq_bucket(sq, sk),
+        hq, sq, sk, sk - sq, scale * math.log2(math.e), _fill2(mask_fill),
+        float("nan") if empty_rows_nan else 0.0, b * hq * sq, _seq_bucket(sq, sk),
         HEAD_DIM=d, BLOCK_D=max(16, next_pow2(d)), GROUP=hq // hkv,
         IS_CAUSAL=is_causal, MASK_KIND=kind,
     )
-    return out, lse
+    return out, stats
 
 
-def _launch_backward(grad, q, k, v, out, lse, attn_mask, scale: float, is_causal: bool):
+def _launch_backward(grad, q, k, v, out, stats, attn_mask, scale: float, is_causal: bool,
+                     mask_fill: float):
     from . import _attention_kernels as K
 
     b, hq, sq, d = q.shape
@@ -141,24 +172,27 @@ def _launch_backward(grad, q, k, v, out, lse, attn_mask, scale: float, is_causal
     m, kind, ms = _mask_view(attn_mask, q, sk)
     qk_scale = scale * math.log2(math.e)
     bucket = _seq_bucket(sq, sk)
-    common = dict(HEAD_DIM=d, BLOCK_D=block_d, GROUP=hq // hkv, IS_CAUSAL=is_causal, MASK_KIND=kind)
+    fill2 = _fill2(mask_fill)
+    common = dict(HEAD_DIM=d, BLOCK_D=block_d, GROUP=hq // hkv, IS_CAUSAL=is_causal, MASK_KIND=kind,
+                  ZERO_MASKED=kind == MASK_BOOL)
+    half = b * hq * sq
 
     def grid_kv(meta):
         return (triton_cdiv(sk, meta["BLOCK_N"]), b * hkv)
 
     wrap(K.attn_bwd_dkdv_kernel)[grid_kv](
-        q, k, v, m, grad, lse, delta, dk, dv,
+        q, k, v, m, grad, stats, delta, dk, dv,
         *q.stride(), *k.stride(), *v.stride(), *ms, *grad.stride(), *dk.stride(), *dv.stride(),
-        hkv, sq, sk, sk - sq, qk_scale, scale, bucket, **common,
+        hkv, sq, sk, sk - sq, qk_scale, scale, fill2, half, bucket, **common,
     )
 
     def grid_q(meta):
         return (triton_cdiv(sq, meta["BLOCK_M"]), b * hq)
 
     wrap(K.attn_bwd_dq_kernel)[grid_q](
-        q, k, v, m, grad, lse, delta, dq,
+        q, k, v, m, grad, stats, delta, dq,
         *q.stride(), *k.stride(), *v.stride(), *ms, *grad.stride(), *dq.stride(),
-        hq, sq, sk, sk - sq, qk_scale, scale, bucket, **common,
+        hq, sq, sk, sk - sq, qk_scale, scale, fill2, half, bucket, **common,
     )
     return dq, dk, dv
 
@@ -172,53 +206,84 @@ def triton_cdiv(a: int, b: int) -> int:
 # --------------------------------------------------------------------------------------------
 
 
-def _reference_scores(q, k, attn_mask, scale, is_causal):
-    """fp32 scores with masks applied, k/v heads repeated for grouped-query attention."""
+def _reference_scores(q, k, attn_mask, scale, is_causal, mask_fill):
+    """fp32 scores with masks applied as the written-out form applies them (a boolean mask
+    replaces masked scores by ``mask_fill``, an additive one is added), k/v heads repeated for
+    grouped-query attention. Also returns the boolean mask (True = kept), or None."""
     group = q.shape[1] // k.shape[1]
     kf = k.float().repeat_interleave(group, dim=1)
     s = (q.float() @ kf.transpose(-1, -2)) * scale
     sq, sk = q.shape[2], k.shape[2]
+    keep = None
     if attn_mask is not None:
         if attn_mask.dtype == torch.bool:
-            s = s.masked_fill(~attn_mask, float("-inf"))
+            keep = attn_mask
+            s = s.masked_fill(~attn_mask, mask_fill)
         else:
             s = s + attn_mask.float()
     if is_causal:
         i = torch.arange(sq, device=q.device)[:, None]
         j = torch.arange(sk, device=q.device)[None, :]
         s = s.masked_fill(j > i + (sk - sq), float("-inf"))
-    return s
+    return s, keep
 
 
-def _reference_probs(s, lse):
-    """softmax from scores and LSE; rows that see no key (LSE = -inf) get zeros, not NaN."""
-    lse_safe = torch.where(lse == float("-inf"), float("inf"), lse)
-    return torch.exp(s - lse_safe.unsqueeze(-1))
+def _reference_stats(s, empty_rows_nan):
+    """(row max, inverse row sum) of scores s: the max is subtracted before exp, so no row
+    overflows, and p = exp(s - max) / sum is normalised however large the logits (a row of -1e9
+    included). A row of -inf only has sum 0: its inverse is NaN or 0 (``empty_rows_nan``)."""
+    m = s.amax(dim=-1) if s.shape[-1] else s.new_full(s.shape[:-1], float("-inf"))
+    empty_max = torch.isneginf(m)
+    m = torch.where(empty_max, 0.0, m)
+    total = torch.exp(s - m.unsqueeze(-1)).sum(dim=-1)
+    empty = total == 0
+    inv = torch.where(empty, float("nan") if empty_rows_nan else 0.0,
+                      1.0 / torch.where(empty, 1.0, total))
+    return m, inv
 
 
-def _reference_forward(q, k, v, attn_mask, scale, is_causal):
-    s = _reference_scores(q, k, attn_mask, scale, is_causal)
-    lse = torch.logsumexp(s, dim=-1)
+def _reference_probs(s, m, inv):
+    return torch.exp(s - m.unsqueeze(-1)) * inv.unsqueeze(-1)
+
+
+def _reference_forward(q, k, v, attn_mask, scale, is_causal, mask_fill, empty_rows_nan):
+    s, _ = _reference_scores(q, k, attn_mask, scale, is_causal, mask_fill)
+    m, inv = _reference_stats(s, empty_rows_nan)
     group = q.shape[1] // k.shape[1]
-    o = _reference_probs(s, lse) @ v.float().repeat_interleave(group, dim=1)
+    o = _reference_probs(s, m, inv) @ v.float().repeat_interleave(group, dim=1)
     out = _out_like(q)
     out.copy_(o)
-    return out, lse.contiguous()
+    stats = _new_stats(q)
+    stats[0].copy_(m)
+    stats[1].copy_(inv)
+    return out, stats
 
 
-def _reference_backward(grad, q, k, v, out, lse, attn_mask, scale, is_causal):
-    b, hq, _, d = q.shape
-    hkv, sk = k.shape[1], k.shape[2]
-    group = hq // hkv
-    p = _reference_probs(_reference_scores(q, k, attn_mask, scale, is_causal), lse)
+def _reference_ds(grad, q, k, v, out, stats, attn_mask, scale, is_causal, mask_fill):
+    """(p, ds): probabilities and the gradient of the scores (after the mask; zero where a
+    boolean mask overwrote a score, whose value does not depend on q and k), fp32, with
+    (B, Hq, Sq, Sk) shape."""
+    group = q.shape[1] // k.shape[1]
+    s, keep = _reference_scores(q, k, attn_mask, scale, is_causal, mask_fill)
+    p = _reference_probs(s, stats[0], stats[1])
     g = grad.float()
-    kf = k.float().repeat_interleave(group, dim=1)
     vf = v.float().repeat_interleave(group, dim=1)
     delta = (g * out.float()).sum(-1, keepdim=True)
     ds = p * (g @ vf.transpose(-1, -2) - delta)
+    if keep is not None:
+        ds = ds.masked_fill(~keep, 0.0)
+    return p, ds
+
+
+def _reference_backward(grad, q, k, v, out, stats, attn_mask, scale, is_causal, mask_fill):
+    b, hq, _, d = q.shape
+    hkv, sk = k.shape[1], k.shape[2]
+    group = hq // hkv
+    p, ds = _reference_ds(grad, q, k, v, out, stats, attn_mask, scale, is_causal, mask_fill)
+    kf = k.float().repeat_interleave(group, dim=1)
     dq_f = (ds @ kf) * scale
     dk_f = ((ds.transpose(-1, -2) @ q.float()) * scale).view(b, hkv, group, sk, d).sum(2)
-    dv_f = (p.transpose(-1, -2) @ g).view(b, hkv, group, sk, d).sum(2)
+    dv_f = (p.transpose(-1, -2) @ grad.float()).view(b, hkv, group, sk, d).sum(2)
     dq, dk, dv = _out_like(q), _out_like(k), _out_like(v)
     dq.copy_(dq_f)
     dk.copy_(dk_f)
@@ -226,30 +291,52 @@ def _reference_backward(grad, q, k, v, out, lse, attn_mask, scale, is_causal):
     return dq, dk, dv
 
 
+def _mask_grad(grad, q, k, v, out, stats, attn_mask, scale, is_causal, empty_rows_nan):
+    """The gradient of an additive mask: the scores' gradient, summed over the dims the mask
+    broadcasts along. Materialises (B, Hq, Sq, Sk) scores, as the written-out form does; only
+    computed when the mask requires grad."""
+    if use_triton(q):  # the kernels' statistics are in log2 units: recompute them here
+        s, _ = _reference_scores(q, k, attn_mask, scale, is_causal, float("-inf"))
+        m, inv = _reference_stats(s, empty_rows_nan)
+        stats = torch.stack([m, inv])
+    _, ds = _reference_ds(grad, q, k, v, out, stats, attn_mask, scale, is_causal, float("-inf"))
+    lead = ds.dim() - attn_mask.dim()
+    dims = [i for i in range(ds.dim())
+            if i < lead or (attn_mask.shape[i - lead] == 1 and ds.shape[i] != 1)]
+    dm = ds.sum(dim=dims, keepdim=True) if dims else ds
+    return dm.reshape(attn_mask.shape).to(attn_mask.dtype)
+
+
 # --------------------------------------------------------------------------------------------
 # The ops
 # --------------------------------------------------------------------------------------------
 
 
+def _fill(mask_fill: float | None) -> float:
+    return float("-inf") if mask_fill is None else float(mask_fill)
+
+
 def _attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None,
-                  scale: float | None, is_causal: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Forward: (out, lse) where lse (B, Hq, Sq, fp32, natural log) feeds the backward."""
+                  scale: float | None, is_causal: bool, mask_fill: float | None = None,
+                  empty_rows_nan: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward: (out, stats) where stats (2, B, Hq, Sq, fp32: row max, inverse row sum) feed
+    the backward. ``mask_fill`` None is -inf."""
     check_inputs(q, k, v, attn_mask)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
     if use_triton(q) and q.numel() and k.numel():  # empty problems: nothing to launch
-        return _launch_forward(q, k, v, attn_mask, scale, is_causal)
-    return _reference_forward(q, k, v, attn_mask, scale, is_causal)
+        return _launch_forward(q, k, v, attn_mask, scale, is_causal, _fill(mask_fill), empty_rows_nan)
+    return _reference_forward(q, k, v, attn_mask, scale, is_causal, _fill(mask_fill), empty_rows_nan)
 
 
 def _attention_backward_op(grad: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                           out: torch.Tensor, lse: torch.Tensor, attn_mask: torch.Tensor | None,
-                           scale: float | None, is_causal: bool
+                           out: torch.Tensor, stats: torch.Tensor, attn_mask: torch.Tensor | None,
+                           scale: float | None, is_causal: bool, mask_fill: float | None = None
                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Backward: (dq, dk, dv), recomputing the probabilities tile by tile from lse."""
+    """Backward: (dq, dk, dv), recomputing the probabilities tile by tile from the row stats."""
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
     if use_triton(q) and q.numel() and k.numel():
-        return _launch_backward(grad, q, k, v, out, lse, attn_mask, scale, is_causal)
-    return _reference_backward(grad, q, k, v, out, lse, attn_mask, scale, is_causal)
+        return _launch_backward(grad, q, k, v, out, stats, attn_mask, scale, is_causal, _fill(mask_fill))
+    return _reference_backward(grad, q, k, v, out, stats, attn_mask, scale, is_causal, _fill(mask_fill))
 
 
 attention_op = register_op("attention", _attention_op)
@@ -257,20 +344,26 @@ attention_backward_op = register_op("attention_backward", _attention_backward_op
 
 
 def _setup_context(ctx, inputs, output):
-    q, k, v, attn_mask, scale, is_causal = inputs
-    out, lse = output
-    ctx.set_materialize_grads(False)  # lse never receives a gradient: skip filling zeros for it
-    ctx.save_for_backward(q, k, v, out, lse, attn_mask)
-    ctx.scale, ctx.is_causal = scale, is_causal
+    q, k, v, attn_mask, scale, is_causal, mask_fill, empty_rows_nan = inputs
+    out, stats = output
+    ctx.set_materialize_grads(False)  # stats never receive a gradient: skip filling zeros for them
+    ctx.save_for_backward(q, k, v, out, stats, attn_mask)
+    ctx.scale, ctx.is_causal, ctx.mask_fill = scale, is_causal, mask_fill
+    ctx.empty_rows_nan = empty_rows_nan
 
 
-def _backward(ctx, grad_out, _grad_lse):
-    q, k, v, out, lse, attn_mask = ctx.saved_tensors
+def _backward(ctx, grad_out, _grad_stats):
+    q, k, v, out, stats, attn_mask = ctx.saved_tensors
     if grad_out is None:
-        return None, None, None, None, None, None
-    dq, dk, dv = torch.ops.pypm.attention_backward(grad_out, q, k, v, out, lse, attn_mask,
-                                                   ctx.scale, ctx.is_causal)
-    return dq, dk, dv, None, None, None
+        return None, None, None, None, None, None, None, None
+    dq, dk, dv = torch.ops.pypm.attention_backward(grad_out, q, k, v, out, stats, attn_mask,
+                                                   ctx.scale, ctx.is_causal, ctx.mask_fill)
+    dmask = None
+    if ctx.needs_input_grad[3] and attn_mask is not None and attn_mask.dtype.is_floating_point:
+        scale = 1.0 / math.sqrt(q.shape[-1]) if ctx.scale is None else float(ctx.scale)
+        dmask = _mask_grad(grad_out, q, k, v, out, stats, attn_mask, scale, ctx.is_causal,
+                           ctx.empty_rows_nan)
+    return dq, dk, dv, dmask, None, None, None, None
 
 
 attention_op.register_autograd(_backward, setup_context=_setup_context)
@@ -278,12 +371,18 @@ attention_op.register_autograd(_backward, setup_context=_setup_context)
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float | None = None,
               is_causal: bool = False, attn_mask: torch.Tensor | None = None,
-              enable_gqa: bool = True) -> torch.Tensor:
+              enable_gqa: bool = True, mask_fill: float | None = None,
+              empty_rows_nan: bool = False) -> torch.Tensor:
     """Scaled dot-product attention through ``torch.ops.pypm.attention`` (see the module doc).
 
-    The op checks its inputs before any launch (on fake tensors too, when traced); this wrapper
-    adds only the ``enable_gqa=False`` check. Works on fx proxies (rules call it at rewrite time).
+    ``mask_fill`` (default -inf) replaces the scores a boolean ``attn_mask`` masks out;
+    ``empty_rows_nan`` makes a row that sees no key NaN instead of 0. The op checks its inputs
+    before any launch (on fake tensors too, when traced); this wrapper adds only the
+    ``enable_gqa=False`` check. Works on fx proxies (rules call it at rewrite time).
     """
     if not enable_gqa and all(isinstance(t, torch.Tensor) for t in (q, k, v)):
         check_inputs(q, k, v, attn_mask if isinstance(attn_mask, torch.Tensor) else None, enable_gqa)
-    return torch.ops.pypm.attention.default(q, k, v, attn_mask, scale, is_causal)[0]
+    if mask_fill is not None and math.isinf(mask_fill) and mask_fill < 0:
+        mask_fill = None
+    return torch.ops.pypm.attention.default(q, k, v, attn_mask, scale, is_causal, mask_fill,
+                                            empty_rows_nan)[0]
