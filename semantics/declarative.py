@@ -4,7 +4,8 @@ This module decides the relation by searching for a derivation, one case per rul
 M-Then), reading σ and never extending it: the premises of M-Op are independent conjunctions,
 M-Exists tries witnesses, M-Call substitutes arguments for parameters with the locals renamed
 apart. It deliberately shares no code with the interpreter (:mod:`pypm.lang.match`), which threads σ
-left to right; the conformance properties compare the two.
+left to right: equality of values is that of :mod:`.equality`, not ``values_equal``, and guards are
+evaluated by :mod:`.guardsem`, not :mod:`pypm.lang.guards`; the conformance properties compare the two.
 
 Deciding M-Exists needs a finite set of witnesses. For well-formed programs (§5) every local
 that a derivation reads is bound by M-Var to a value the pattern is matched against, or by
@@ -25,19 +26,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pypm.lang.guards import holds as guard_holds
 from pypm.lang.syntax import (
     Alt,
     Call,
     Exists,
     Fail,
-    GBinary,
-    GCompare,
-    GConst,
     GExpr,
-    GName,
     Guard,
-    GUnary,
     Lit,
     Op,
     OpVar,
@@ -51,7 +46,11 @@ from pypm.lang.syntax import (
     rename_guard,
     show,
 )
-from pypm.lang.terms import TermView, show_value, subterms, values_equal
+from pypm.lang.terms import TermView, show_value, subterms
+
+from .equality import equal as values_equal
+from .equality import value_key
+from .guardsem import holds as guard_holds
 
 Subst = Mapping[str, Any]
 
@@ -94,70 +93,14 @@ class Derivation:
         return "\n".join(lines)
 
 
-def value_key(v: Any) -> Any:
-    """A hashable key with the equality of :func:`pypm.lang.terms.values_equal` (``True`` ≠ ``1``)."""
-    if isinstance(v, TermView):
-        return ("term", v)
-    if isinstance(v, bool):
-        return ("bool", v)
-    if isinstance(v, (int, float)):
-        return ("num", v)
-    if isinstance(v, (tuple, list)):
-        return ("tuple", tuple(value_key(x) for x in v))
-    if v is None:
-        return ("none",)
-    try:
-        hash(v)
-    except TypeError:
-        return ("repr", type(v).__name__, repr(v))
-    return (type(v).__name__, v)
-
-
 # ---------------------------------------------------------------------------------------------
-# Guards: ⟦g⟧σ for the closed guard language, the rest by pypm.lang.guards (which is not the
-# interpreter). An unbound variable makes the guard undefined, hence not true.
-
-
-class _Undefined(Exception):
-    pass
-
-
-def _atom(g: GExpr, sigma: Subst) -> Any:
-    match g:
-        case GName(name):
-            if name not in sigma:
-                raise _Undefined(name)
-            return sigma[name]
-        case GConst(value):
-            return value
-    raise LookupError(g)
-
-
-def _guard(g: GExpr, sigma: Subst) -> bool:
-    match g:
-        case GConst(value) if isinstance(value, bool):
-            return value
-        case GCompare(first, ((op, second),)) if op in ("==", "!="):
-            try:
-                eq = values_equal(_atom(first, sigma), _atom(second, sigma))
-            except LookupError:
-                return guard_holds(g, sigma)
-            return eq if op == "==" else not eq
-        case GUnary("not", operand):
-            return not _guard(operand, sigma)
-        case GBinary("and", left, right):
-            return _guard(left, sigma) and _guard(right, sigma)
-        case GBinary("or", left, right):
-            return _guard(left, sigma) or _guard(right, sigma)
-    return guard_holds(g, sigma)
+# Guards: ⟦g⟧σ by the semantics' own three-valued evaluator (.guardsem); true only when it is
+# true: an unbound variable, a failure or an unknown value does not hold.
 
 
 def guard_true(g: GExpr, sigma: Subst) -> bool:
     """⟦g⟧σ = true; false when g reads a variable that σ does not bind."""
-    try:
-        return _guard(g, sigma)
-    except _Undefined:
-        return False
+    return guard_holds(g, sigma)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -102,7 +102,18 @@ class Case:
 
 def _guard(draw: Callable[..., Any], bound: list[str], ops: set[str], depth: int = 0) -> GExpr:
     """True | False | a == b | a != b | not g | g and g | g or g; atoms bound variables or
-    literals (operator names for operator variables)."""
+    literals (operator names for operator variables). At the top, sometimes ``a != l and b != l'
+    and ...`` over several variables: usually true, and it reads each of them (where a guard
+    may be placed depends on all the variables it reads)."""
+    if depth == 0 and len(bound) >= 2 and draw(_ints(0, 3)) == 0:
+        names = sorted(set(bound))[:3]
+        conj: GExpr | None = None
+        for a in names:
+            lit = _pick(draw, (OPERATORS + LEAVES)) if a in ops else _pick(draw, LITERALS)
+            c = GCompare(GName(a), (("!=", GConst(lit)),))
+            conj = c if conj is None else GBinary("and", conj, c)
+        assert conj is not None
+        return conj
     kind = _pick(draw, ((0, 1, 2, 3, 5, 6, 6) if depth < 2 else (0, 1, 2)))
     if kind == 0 or not bound:
         return GConst(draw(_BOOL))
@@ -236,8 +247,9 @@ def _pattern(draw: Callable[..., Any], sc: _Scope, bound: Bound, depth: int,
         return Exists(x, body), out
     if kind == 8:  # P(x̄)
         return _call(draw, sc, bound, depth)
-    if kind == 9:  # p ? g
-        body, out = _pattern(draw, sc, bound, depth, budget - 1)
+    if kind == 9:  # p ? g; the body often an operator, whose arguments bind the guard's variables
+        body, out = _pattern(draw, sc, bound, depth, budget - 1,
+                             kind=4 if budget > 1 and draw(_ints(0, 2)) == 0 else None)
         new = sorted(out.keys() - bound.keys())  # mostly read what the body itself binds
         atoms = new if new and draw(_ints(0, 3)) else sorted(out)
         return Guard(body, _guard(draw, atoms, sc.ops)), out
@@ -267,7 +279,8 @@ def _pattern(draw: Callable[..., Any], sc: _Scope, bound: Bound, depth: int,
         qdepth = out[x] if seen is None else min(out[x], seen)
         if seen is None:
             qdepth = min(qdepth, depth)
-    q, out2 = _pattern(draw, sc, out, qdepth, budget // 2)
+    # q often an operator pattern: it consumes terms, which go into the result's region
+    q, out2 = _pattern(draw, sc, out, qdepth, budget // 2, kind=4 if draw(_ints(0, 3)) == 0 else None)
     return Then(body, x, q), out2
 
 
@@ -651,7 +664,11 @@ def ill_formed_programs(draw: Callable[..., Any]) -> tuple[Program, str]:
             bad = Then(Wild(), x, Wild())
         bad = Alt(bad, body) if draw(_BOOL) else Op("f", (bad, body))
     elif kind == "LeftRecursionError":
-        program["Loop"] = Definition("Loop", ("x",), Alt(Op("f", (Var("x"),)), Call("Loop", ("x",))))
+        if draw(_BOOL):
+            loop: Pattern = Alt(Op("f", (Var("x"),)), Call("Loop", ("x",)))
+        else:  # under g(...), but q of the inner `;` matches σ(x): the root again
+            loop = Then(Var("x"), "x", Op("g", (Then(Wild(), "x", Call("Loop", ("x",))),)))
+        program["Loop"] = Definition("Loop", ("x",), loop)
         bad = Alt(body, Call("Loop", (value_params[0],)))
     elif kind == "UnknownPatternError":
         bad = Op("f", (body, Call("Missing", (value_params[0],))))

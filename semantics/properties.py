@@ -10,12 +10,19 @@
 * :func:`accepted` / :func:`rejected`: the well-formedness checker accepts every generated
   program and rejects each ill-formed one with the expected error class.
 
-``interpret`` is a parameter so that the same properties run against the mutants.
+* :func:`order`: the interpreter's result *list*, and the compiled matcher's (inlining calls and
+  by frames), equal the list semantics of §4 (:mod:`.listsem`) result for result, in order, with
+  multiplicity, regions included.
+
+``interpret`` (or the :class:`System` under test) is a parameter so that the same properties run
+against the mutants.
 """
 
 from __future__ import annotations
 
+import types
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from pypm.lang.match import Interpreter, Match
@@ -24,6 +31,7 @@ from pypm.lang.syntax import Pattern, Program, free_vars, show, size
 from pypm.lang.terms import show_value, term_size
 
 from .declarative import Checker, DeclarativeLoop, match_set, subst_leq
+from .equality import equal, substs_equal
 from .generators import MAIN, Case
 
 Interpret = Callable[..., Iterator[Match]]
@@ -31,6 +39,30 @@ Interpret = Callable[..., Iterator[Match]]
 
 class PropertyFailure(AssertionError):
     """A property does not hold on a case; the message says how."""
+
+
+@dataclass(frozen=True)
+class System:
+    """The modules under test: the real ones, or copies carrying a mutant's edit (see
+    :mod:`.mutants`). Each property reads the parts it tests."""
+
+    match: types.ModuleType
+    fastmatch: types.ModuleType
+    terms: types.ModuleType
+    guards: types.ModuleType
+    check: types.ModuleType
+    placement: types.ModuleType
+
+    @property
+    def interpret(self) -> Interpret:
+        return self.match.interpret
+
+
+def real_system() -> System:
+    """pypm's own modules."""
+    from pypm.lang import check, fastmatch, guards, match, placement, terms
+
+    return System(match, fastmatch, terms, guards, check, placement)
 
 
 def show_subst(s: Mapping[str, Any]) -> str:
@@ -125,10 +157,10 @@ def terminates(case: Case, interpret: Interpret | None = None) -> int:
     return interp.deepest
 
 
-def accepted_terminates(case: Case) -> bool:
+def accepted_terminates(case: Case, system: System | None = None) -> bool:
     """If the checker accepts the program, the interpreter terminates on it within the fuel
     bound (for programs drawn with ``loose=True``). Returns whether the checker accepted it."""
-    from pypm.lang.check import check_program
+    check_program = (system or real_system()).check.check_program
 
     if check_program(case.program):
         return False
@@ -136,9 +168,9 @@ def accepted_terminates(case: Case) -> bool:
     return True
 
 
-def accepted(program: Program) -> None:
+def accepted(program: Program, system: System | None = None) -> None:
     """The checker accepts a generated (well-formed) program."""
-    from pypm.lang.check import check_program
+    check_program = (system or real_system()).check.check_program
 
     errors = check_program(program)
     if errors:
@@ -146,9 +178,9 @@ def accepted(program: Program) -> None:
                               "\n".join(f"  {type(e).__name__}: {e.message}" for e in errors))
 
 
-def rejected(program: Program, kind: str) -> None:
+def rejected(program: Program, kind: str, system: System | None = None) -> None:
     """The checker rejects an ill-formed program with an error of class ``kind``."""
-    from pypm.lang.check import check_program
+    check_program = (system or real_system()).check.check_program
 
     errors = check_program(program)
     names = [type(e).__name__ for e in errors]
@@ -157,15 +189,26 @@ def rejected(program: Program, kind: str) -> None:
                               "".join(f"\n  {type(e).__name__}: {e.message}" for e in errors))
 
 
-def placement_preserves(case: Case) -> int | None:
+def placement_well_formed(program: Program, system: System | None = None) -> Program:
+    """The placed program is still well-formed (§5: a guard reads only variables definitely bound
+    where it now stands). Returns it."""
+    from pypm.lang.check import check_program
+
+    placed = (system or real_system()).placement.place_guards(program)
+    errors = check_program(placed)
+    if errors:
+        raise PropertyFailure("guard placement makes the program ill-formed: " +
+                              "; ".join(f"{type(e).__name__}: {e.message}" for e in errors) +
+                              f"; placed Main is {show(placed[MAIN].body)}")
+    return placed
+
+
+def placement_preserves(case: Case, system: System | None = None) -> int | None:
     """Moving guards to where their variables are bound (:mod:`pypm.lang.placement`) changes no
-    result, nor their order, on a checked program. Returns the number of results (None when the
-    placement pass is not there)."""
-    try:
-        from pypm.lang.placement import place_guards
-    except ImportError:
-        return None
-    placed = place_guards(case.program)
+    result, nor their order, on a checked program, and the placed program is still well-formed
+    (§5: every guard reads only variables definitely bound where it now stands). Returns the
+    number of results."""
+    placed = placement_well_formed(case.program, system)
     before = results(case)
     after = [dict(m.bindings)
              for m in real_interpret(placed, placed[MAIN].body, case.value, dict(case.sigma))]
@@ -186,6 +229,43 @@ def declarative_terminates(case: Case) -> None:
         raise PropertyFailure(str(e)) from e
 
 
-__all__ = ["PropertyFailure", "accepted", "accepted_terminates", "completeness", "declarative_terminates",
-           "fuel_bound", "placement_preserves", "rejected", "results", "show_subst", "soundness",
-           "terminates"]
+def _show_result(r: tuple[dict[str, Any], tuple[Any, ...]]) -> str:
+    return f"{show_subst(r[0])} region [{', '.join(show_value(t) for t in r[1])}]"
+
+
+def same_list(who: str, want: list[tuple[dict[str, Any], tuple[Any, ...]]],
+              got: list[tuple[dict[str, Any], tuple[Any, ...]]]) -> None:
+    """got equals want: the same results in the same order, each with an equal region."""
+    for i, (w, g) in enumerate(zip(want, got)):
+        if not substs_equal(w[0], g[0]) or len(w[1]) != len(g[1]) \
+                or not all(equal(a, b) for a, b in zip(w[1], g[1])):
+            raise PropertyFailure(f"{who}: result {i} is {_show_result(g)}; §4 says {_show_result(w)}")
+    if len(want) != len(got):
+        more, which = (got, "more") if len(got) > len(want) else (want, "fewer")
+        raise PropertyFailure(f"{who} gives {len(got)} results, §4 gives {len(want)} ({which}: "
+                              f"{_show_result(more[min(len(want), len(got))])} first)")
+
+
+def order(case: Case, system: System | None = None) -> int:
+    """The result lists of the interpreter and of the compiled matcher (calls inlined, and by
+    frames) equal the list semantics of §4, in order, with multiplicity, regions included.
+    Returns the number of results."""
+    from .listsem import results as list_results
+
+    system = system or real_system()
+    want = list_results(case.program, case.pattern, case.value, case.sigma)
+    got = [(dict(m.bindings), tuple(m.region))
+           for m in system.interpret(case.program, case.pattern, case.value, dict(case.sigma))]
+    same_list("the interpreter", want, got)
+    for inline in (True, False):
+        fm = system.fastmatch
+        matcher = fm.Compiler(case.program, inline=inline).compile(case.pattern)
+        fast = [(dict(s), tuple(r)) for s, r in fm.all_results(matcher, case.value, dict(case.sigma))]
+        same_list(f"fastmatch ({'inlined' if inline else 'frames'})", want, fast)
+    return len(want)
+
+
+__all__ = ["PropertyFailure", "System", "order", "real_system", "same_list",
+           "accepted", "accepted_terminates", "completeness", "declarative_terminates",
+           "fuel_bound", "placement_preserves", "placement_well_formed", "rejected", "results",
+           "show_subst", "soundness", "terminates"]
