@@ -10,7 +10,9 @@
    A       ::= (var x) | (lit LIT)
    Output: "wf " or "notwf " (the Coq checkers: well-formed program and pattern, from B = {},
    and guarded recursion),
-   then "outoffuel" or (ok (s (x VALUE)..)..), each substitution's bindings sorted by name. *)
+   then "outoffuel" or (ok (s (x VALUE)..)..), each substitution's bindings sorted by name.
+   A line (rcase ...), with the same fields, runs the interpreter with regions (interp_r of
+   Regions.v) and answers (rok (r (s (x VALUE)..) (region VALUE..))..) instead. *)
 
 open Pypm
 
@@ -137,6 +139,16 @@ let run_case = function
       let result = match interp d (fuel_bound d p v) p v s with
         | OutOfFuel -> "outoffuel"
         | Ok l -> "(ok" ^ String.concat "" (List.map (fun s -> " " ^ show_subst s) l) ^ ")" in
+      (if wf then "wf " else "notwf ") ^ result
+  | List [Atom "rcase"; List (Atom "program" :: defs); p; v; List (Atom "subst" :: bs)] ->
+      let d = List.map definition defs and p = pat p and v = value v in
+      let s = List.map binding bs in
+      let wf = check_program d && check_guarded d && check_query d p in
+      let one (s, g) =
+        "(r " ^ show_subst s ^ " (region" ^ String.concat "" (List.map (fun t -> " " ^ show_value t) g) ^ "))" in
+      let result = match interp_r d (fuel_bound d p v) p v s with
+        | ROutOfFuel -> "outoffuel"
+        | ROk l -> "(rok" ^ String.concat "" (List.map (fun a -> " " ^ one a) l) ^ ")" in
       (if wf then "wf " else "notwf ") ^ result
   | e -> err "case" e
 
