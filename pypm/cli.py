@@ -1,4 +1,4 @@
-"""The ``pypm`` command: ``check``, ``explain``, ``conformance``, ``demo``.
+"""The ``pypm`` command: ``check``, ``explain``, ``conformance``, ``demo``, ``coverage``.
 
 Each subcommand lives in the module that owns its work; this file only dispatches, so that
 ``pypm check`` starts without importing torch.fx or the conformance generators.
@@ -18,6 +18,9 @@ _SUBCOMMANDS = {
     "conformance": ("pypm.semantics.conformance", "main",
                     "property-test the interpreter against the declarative semantics"),
     "demo": ("pypm.demo", "main", "compile a small GPT with backend='pypm' and report the rewrites"),
+    "coverage": ("pypm.coverage", "main",
+                 "which attention, norm and softmax sites of a model the standard rules rewrite, "
+                 "and why not"),
 }
 
 
