@@ -38,6 +38,7 @@ import torch.fx
 
 from .. import graph as _graph
 from ..errors import RewriteError
+from ..logs import log_pass_failure, log_report, register_torch_log
 from ..rewrite import RewritePass, RewriteReport, Rule
 from .verify import (
     TOLERANCES,
@@ -55,6 +56,8 @@ from .verify import (
     state_tensors,
     verify_error,
 )
+
+register_torch_log()  # TORCH_LOGS / torch._logging.set_logs know the pypm component once the backend loads
 
 InnerCompiler = Callable[[torch.fx.GraphModule, Sequence[Any]], Callable[..., Any]]
 
@@ -207,12 +210,14 @@ class Backend:
         except Exception as e:
             _restore(gm, backup)
             self.errors.append(e)
+            log_pass_failure(e)
             size = len(gm.graph.nodes)
             self.reports.append(RewriteReport(nodes_before=size, nodes_after=size))
             warnings.warn(f"pypm: the rewrite pass failed, so this graph is compiled without pypm's "
                           f"rewrites: {e}", RewriteWarning, stacklevel=2)
             return inner(gm, list(example_inputs))
         self.reports.append(report)
+        log_report(report)
         if _same(before, _fingerprint(gm.graph)):
             return inner(gm, list(example_inputs))
         gm.recompile()  # the pass regenerates code only when a rule fired; CSE may have changed it too

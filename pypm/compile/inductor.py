@@ -21,6 +21,7 @@ import torch
 import torch.fx
 
 from ..lang.syntax import show
+from ..logs import log_report
 from ..rewrite import RewritePass, RewriteReport, Rule
 from .backend import RewriteWarning, standard_rules
 
@@ -72,6 +73,7 @@ class InductorPass(_PassBase):  # type: ignore[misc,valid-type]
             warnings.warn(f"pypm: the inductor pass failed on this graph, which keeps only the "
                           f"rewrites made before the failure: {e}", RewriteWarning, stacklevel=2)
         self.reports.append(report)
+        log_report(report)
 
     def uuid(self) -> str:
         return self._uuid
