@@ -189,8 +189,10 @@ def _share_classes(copy: types.ModuleType, real: types.ModuleType, edited: str) 
     values and exceptions that cross module boundaries) and exceptions are the real ones again,
     unless the edit is in them; the module's own classes (``Compiler``, ``Interpreter``) stay
     copies, so that their methods call the mutated functions."""
-    shared = {name for other in MODULES if other != real.__name__
-              for name in _imports_from(importlib.import_module(other), real)}
+    importers = [mod for key, mod in list(sys.modules.items())
+                 if mod is not None and key != real.__name__ and key.startswith(("pypm.", "semantics."))
+                 and "_mutant_" not in key]
+    shared = {name for other in importers for name in _imports_from(other, real)}
     for name, obj in list(copy.__dict__.items()):
         original = real.__dict__.get(name)
         if isinstance(obj, type) and isinstance(original, type) and obj.__module__ == copy.__name__ \

@@ -19,16 +19,23 @@ tuples and symbolic expressions it builds have capped sizes, and its total work 
 from __future__ import annotations
 
 import math
-import reprlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from .guard_values import (
+    UNKNOWN,
+    GuardEvalError,
+    arith,
+    checked,
+    cost,
+    is_number,
+    is_symbolic,
+    shown,
+    sympy_module,
+    to_number,
+)
 from .limits import (
     MAX_GUARD_STEPS,
-    MAX_INT_BITS,
-    MAX_SEQ_LEN,
-    MAX_SYMBOLIC_EXPONENT,
-    MAX_SYMBOLIC_SIZE,
     SYMBOLIC_COST,
 )
 from .syntax import (
@@ -46,84 +53,12 @@ from .syntax import (
 )
 from .terms import TermView, values_equal
 
-
-class GuardEvalError(Exception):
-    """A guard could not be evaluated on these values (wrong types, index out of range, a size
-    limit, ...).
-
-    Internal: the interpreter treats it as "guard does not hold" and ``explain`` reports the reason.
-    """
-
-
-class _Unknown:
-    """The third truth value: a condition that could not be decided (a symbolic comparison
-    sympy cannot settle). It has no Python truth value, so code that would silently read it as
-    true or false (a registered guard function doing ``if x:``) fails instead."""
-
-    _instance: _Unknown | None = None
-
-    def __new__(cls) -> _Unknown:
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
-
-    def __bool__(self) -> bool:
-        raise TypeError("an undecided guard condition has no truth value")
-
-    def __repr__(self) -> str:
-        return "unknown"
-
-    def __reduce__(self) -> str:
-        return "UNKNOWN"
-
-
-UNKNOWN = _Unknown()
-
-
 # Attributes a guard may read. On terms: their type and operator; on dtypes and devices: a few
 # plain properties. Anything else is rejected by the checker.
 TERM_ATTRS = frozenset({"shape", "dtype", "ndim", "device", "op"})
 DTYPE_ATTRS = frozenset({"is_floating_point", "is_complex", "is_signed", "itemsize"})
 DEVICE_ATTRS = frozenset({"type", "index"})
 ALLOWED_ATTRS = TERM_ATTRS | DTYPE_ATTRS | DEVICE_ATTRS
-
-
-def _sympy() -> Any:
-    import sympy
-
-    return sympy
-
-
-def _is_symbolic(x: Any) -> bool:
-    """A sympy expression that is not a plain number (a symbolic size such as ``s0 * 2``)."""
-    if isinstance(x, (int, float, str, bool, tuple, list, type(None), TermView)):
-        return False
-    sp = _sympy()
-    return isinstance(x, sp.Expr) and not x.is_number
-
-
-def _is_number(x: Any) -> bool:
-    """An int, a float or a sympy expression (symbolic or not); booleans are not numbers."""
-    if isinstance(x, bool):
-        return False
-    if isinstance(x, (int, float)):
-        return True
-    if isinstance(x, (str, tuple, list, type(None), TermView)):
-        return False
-    return isinstance(x, _sympy().Expr)
-
-
-def _to_number(x: Any) -> Any:
-    """sympy numbers become Python ints/floats so that results print and compare plainly."""
-    if isinstance(x, (int, float, bool, str, tuple, list)) or x is None:
-        return x
-    sp = _sympy()
-    if isinstance(x, sp.Basic) and x.is_number:
-        if x.is_Integer:
-            return int(x)
-        if x.is_real:
-            return float(x)
-    return x
 
 
 # ---------------------------------------------------------------------------------------------
@@ -143,29 +78,29 @@ def eq3(a: Any, b: Any) -> bool | None:
             if r is None:
                 result = None
         return result
-    if _is_symbolic(a) or _is_symbolic(b):
-        if not (_is_number(a) and _is_number(b)):
+    if is_symbolic(a) or is_symbolic(b):
+        if not (is_number(a) and is_number(b)):
             return False  # a size is never a string, a tuple, a dtype or a term
         try:
-            d = _sympy().simplify(a - b)
+            d = sympy_module().simplify(a - b)
         except (TypeError, ValueError):
             return None
         if d == 0:
             return True
         return False if d.is_zero is False else None
-    return values_equal(_to_number(a), _to_number(b))
+    return values_equal(to_number(a), to_number(b))
 
 
 def _order3(op: str, a: Any, b: Any) -> bool | None:
-    if _is_symbolic(a) or _is_symbolic(b):
-        if not (_is_number(a) and _is_number(b)):
-            raise GuardEvalError(f"cannot compare {_show(a)} {op} {_show(b)}")
-        sp = _sympy()
+    if is_symbolic(a) or is_symbolic(b):
+        if not (is_number(a) and is_number(b)):
+            raise GuardEvalError(f"cannot compare {shown(a)} {op} {shown(b)}")
+        sp = sympy_module()
         rel = {"<": sp.Lt, "<=": sp.Le, ">": sp.Gt, ">=": sp.Ge}[op]
         try:
             r = rel(a, b)
         except TypeError as e:
-            raise GuardEvalError(f"cannot compare {_show(a)} {op} {_show(b)}") from e
+            raise GuardEvalError(f"cannot compare {shown(a)} {op} {shown(b)}") from e
         if r is sp.true or r is True:
             return True
         if r is sp.false or r is False:
@@ -175,13 +110,13 @@ def _order3(op: str, a: Any, b: Any) -> bool | None:
         except TypeError:
             return None
         return True if r is sp.true else False if r is sp.false else None
-    a, b = _to_number(a), _to_number(b)
+    a, b = to_number(a), to_number(b)
     if isinstance(a, (TermView, type(None))) or isinstance(b, (TermView, type(None))):
-        raise GuardEvalError(f"cannot compare {_show(a)} {op} {_show(b)}")
+        raise GuardEvalError(f"cannot compare {shown(a)} {op} {shown(b)}")
     try:
         return {"<": lambda: a < b, "<=": lambda: a <= b, ">": lambda: a > b, ">=": lambda: a >= b}[op]()
     except TypeError as e:
-        raise GuardEvalError(f"cannot compare {_show(a)} {op} {_show(b)}") from e
+        raise GuardEvalError(f"cannot compare {shown(a)} {op} {shown(b)}") from e
 
 
 def compare3(op: str, a: Any, b: Any) -> bool | None:
@@ -193,10 +128,10 @@ def compare3(op: str, a: Any, b: Any) -> bool | None:
         return None if r is None else not r
     if op in ("in", "not in"):
         if not isinstance(b, (tuple, list, str)):
-            raise GuardEvalError(f"`in` needs a tuple or string on the right, not {_show(b)}")
+            raise GuardEvalError(f"`in` needs a tuple or string on the right, not {shown(b)}")
         if isinstance(b, str):
             if not isinstance(a, str):
-                raise GuardEvalError(f"`in` a string needs a string on the left, not {_show(a)}")
+                raise GuardEvalError(f"`in` a string needs a string on the left, not {shown(a)}")
             r: bool | None = a in b
         else:
             rs = [eq3(a, x) for x in b]
@@ -229,7 +164,7 @@ def truth3(x: Any) -> bool | None:
         return bool(x)
     if isinstance(x, TermView):
         return True
-    sp = _sympy()
+    sp = sympy_module()
     if x is sp.true:
         return True
     if x is sp.false:
@@ -249,31 +184,16 @@ def _value3(b: bool | None) -> Any:
     return UNKNOWN if b is None else b
 
 
-def _show(x: Any) -> str:
-    """A short description of a value for messages (never a huge string, never an int too long
-    for Python to print)."""
-    if isinstance(x, TermView):
-        return f"term {x.op}"
-    if isinstance(x, int) and not isinstance(x, bool) and x.bit_length() > 256:
-        return f"an integer of {x.bit_length()} bits"
-    if isinstance(x, (tuple, list, str)) and len(x) > 64:
-        return f"a {type(x).__name__} of length {len(x)}"
-    try:
-        return reprlib.repr(x)
-    except Exception:  # a value whose repr fails: say what it is
-        return f"a {type(x).__name__}"
-
-
 # ---------------------------------------------------------------------------------------------
 # Built-in functions
 
 
 def _isclose(a: Any, b: Any, rel_tol: float = 1e-6, abs_tol: float = 0.0) -> Any:
-    a, b = _to_number(a), _to_number(b)
-    if _is_symbolic(a) or _is_symbolic(b):
-        if not (_is_number(a) and _is_number(b)):
-            raise GuardEvalError(f"isclose needs numbers, not {_show(a)} and {_show(b)}")
-        sp = _sympy()
+    a, b = to_number(a), to_number(b)
+    if is_symbolic(a) or is_symbolic(b):
+        if not (is_number(a) and is_number(b)):
+            raise GuardEvalError(f"isclose needs numbers, not {shown(a)} and {shown(b)}")
+        sp = sympy_module()
         d = sp.simplify(a - b)
         if d == 0:
             return True
@@ -282,23 +202,23 @@ def _isclose(a: Any, b: Any, rel_tol: float = 1e-6, abs_tol: float = 0.0) -> Any
         a, b = float(sp.N(a)), float(sp.N(b))
     if not isinstance(a, (int, float)) or not isinstance(b, (int, float)) or isinstance(a, bool) \
             or isinstance(b, bool):
-        raise GuardEvalError(f"isclose needs numbers, not {_show(a)} and {_show(b)}")
+        raise GuardEvalError(f"isclose needs numbers, not {shown(a)} and {shown(b)}")
     try:
         return math.isclose(a, b, rel_tol=rel_tol, abs_tol=abs_tol)
     except (TypeError, OverflowError) as e:
-        raise GuardEvalError(f"isclose({_show(a)}, {_show(b)}): {e}") from e
+        raise GuardEvalError(f"isclose({shown(a)}, {shown(b)}): {e}") from e
 
 
 def _sqrt(x: Any) -> Any:
-    if _is_symbolic(x):
-        return _sympy().sqrt(x)
-    x = _to_number(x)
+    if is_symbolic(x):
+        return sympy_module().sqrt(x)
+    x = to_number(x)
     if not isinstance(x, (int, float)) or isinstance(x, bool) or x < 0:
-        raise GuardEvalError(f"sqrt needs a non-negative number, not {_show(x)}")
+        raise GuardEvalError(f"sqrt needs a non-negative number, not {shown(x)}")
     try:
         return math.sqrt(x)
     except OverflowError as e:
-        raise GuardEvalError(f"sqrt({_show(x)}): {e}") from e
+        raise GuardEvalError(f"sqrt({shown(x)}): {e}") from e
 
 
 def _numeric(name: str, f: Callable[..., Any]) -> Callable[..., Any]:
@@ -306,7 +226,7 @@ def _numeric(name: str, f: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return f(*args)
         except (TypeError, ValueError, OverflowError) as e:
-            raise GuardEvalError(f"{name}({', '.join(map(_show, args))}): {e}") from e
+            raise GuardEvalError(f"{name}({', '.join(map(shown, args))}): {e}") from e
 
     return wrapped
 
@@ -314,7 +234,7 @@ def _numeric(name: str, f: Callable[..., Any]) -> Callable[..., Any]:
 def _prod(xs: Any) -> Any:
     out: Any = 1
     for x in xs:
-        out = _arith("*", out, x)
+        out = arith("*", out, x)
     return out
 
 
@@ -341,9 +261,9 @@ def _any3(xs: Any) -> Any:
 
 
 def _int(x: Any) -> int:
-    x = _to_number(x)
+    x = to_number(x)
     if isinstance(x, str) and len(x) > 1000:
-        raise GuardEvalError(f"int() of {_show(x)}: too long")
+        raise GuardEvalError(f"int() of {shown(x)}: too long")
     return int(x)
 
 
@@ -357,7 +277,7 @@ BUILTINS: dict[str, Callable[..., Any]] = {
     "all": _all3,
     "any": _any3,
     "int": _numeric("int", _int),
-    "float": _numeric("float", lambda x: float(_to_number(x))),
+    "float": _numeric("float", lambda x: float(to_number(x))),
     "prod": _numeric("prod", _prod),
     "is_term": lambda x: isinstance(x, TermView),
 }
@@ -418,111 +338,7 @@ def _attr(obj: Any, attr: str) -> Any:
         return getattr(obj, attr)
     if isinstance(obj, str) and attr == "type":  # devices given as strings: "cuda:0".type
         return obj.split(":")[0]
-    raise GuardEvalError(f"{_show(obj)} has no attribute {attr!r} a guard may read")
-
-
-# ---------------------------------------------------------------------------------------------
-# Arithmetic, with every result's size checked before it is computed
-
-
-def _bits(x: Any) -> int:
-    return abs(x).bit_length() if isinstance(x, int) and not isinstance(x, bool) else 0
-
-
-def _checked(x: Any) -> Any:
-    """x, if it is within the size limits of guard values; else the guard fails."""
-    if isinstance(x, int) and not isinstance(x, bool) and x.bit_length() > MAX_INT_BITS:
-        raise GuardEvalError(f"a guard computed an integer of {x.bit_length()} bits "
-                             f"(the limit is {MAX_INT_BITS})")
-    if isinstance(x, (str, tuple, list)) and len(x) > MAX_SEQ_LEN:
-        raise GuardEvalError(f"a guard computed a {type(x).__name__} of length {len(x)} "
-                             f"(the limit is {MAX_SEQ_LEN})")
-    if _is_symbolic(x):
-        n = 0
-        for _ in _sympy().preorder_traversal(x):
-            n += 1
-            if n > MAX_SYMBOLIC_SIZE:
-                raise GuardEvalError(f"a guard computed a symbolic expression of more than "
-                                     f"{MAX_SYMBOLIC_SIZE} nodes")
-    return x
-
-
-def _plain_int(x: Any) -> Any:
-    """A sympy integer as a Python int (so that the integer limits apply to it)."""
-    if isinstance(x, (int, float)):
-        return x
-    return int(x) if getattr(x, "is_Integer", False) else x
-
-
-def _cost(x: Any) -> int:
-    """Steps charged for walking a value: one per element, more for symbolic sizes (sympy is
-    slow to decide a comparison)."""
-    if isinstance(x, str):
-        return len(x)
-    if isinstance(x, (tuple, list)):
-        return len(x) + sum(_cost(e) for e in x if not isinstance(e, (int, float, str, bool)))
-    return SYMBOLIC_COST if _is_symbolic(x) else 0
-
-
-def _too_big(a: Any, op: str, b: Any, why: str) -> GuardEvalError:
-    return GuardEvalError(f"cannot compute {_show(a)} {op} {_show(b)}: {why}")
-
-
-def _arith(op: str, a: Any, b: Any) -> Any:
-    """``a op b`` for numbers (ints, floats, sympy expressions), and ``+``/``*`` for strings and
-    tuples; refuses results beyond the limits before computing them."""
-    seq = (str, tuple, list)
-    if isinstance(a, seq) or isinstance(b, seq):
-        if op == "+" and isinstance(a, seq) and type(a) is type(b):
-            if len(a) + len(b) > MAX_SEQ_LEN:
-                raise _too_big(a, op, b, f"longer than {MAX_SEQ_LEN}")
-            return a + b
-        if op == "*":
-            s, n = (a, b) if isinstance(a, seq) else (b, a)
-            if isinstance(n, int) and not isinstance(n, bool):
-                if len(s) * max(n, 0) > MAX_SEQ_LEN:
-                    raise _too_big(a, op, b, f"longer than {MAX_SEQ_LEN}")
-                return s * n
-        if op == "%" and isinstance(a, str):
-            raise _too_big(a, op, b, "string formatting is not part of guards")
-        raise _too_big(a, op, b, "unsupported operand types")
-    if not (_is_number(a) and _is_number(b)):
-        raise _too_big(a, op, b, "unsupported operand types")
-    a, b = _plain_int(a), _plain_int(b)
-    if op == "*" and _bits(a) + _bits(b) > MAX_INT_BITS:
-        raise _too_big(a, op, b, f"the result has more than {MAX_INT_BITS} bits")
-    if op == "**":
-        e = _to_number(b)
-        if _is_symbolic(a) or _is_symbolic(b):
-            if not isinstance(e, int) or abs(e) > MAX_SYMBOLIC_EXPONENT:
-                raise _too_big(a, op, b, f"a symbolic power needs an integer exponent of at most "
-                                         f"{MAX_SYMBOLIC_EXPONENT}")
-        elif isinstance(e, int) and isinstance(a, int) and e > 0 and abs(a) > 1 \
-                and (abs(a).bit_length() - 1) * e > MAX_INT_BITS:
-            raise _too_big(a, op, b, f"the result has more than {MAX_INT_BITS} bits")
-        elif isinstance(e, int) and isinstance(a, float) and abs(e) > MAX_INT_BITS:
-            raise _too_big(a, op, b, "the exponent is too large")
-    try:
-        if op == "+":
-            return a + b
-        if op == "-":
-            return a - b
-        if op == "*":
-            return a * b
-        if op == "/":
-            return a / b
-        if op == "//":
-            return a // b
-        if op == "%":
-            return a % b
-        if op == "**":
-            r = a ** b
-            if isinstance(r, complex):
-                raise _too_big(a, op, b, "the result is complex")
-            return r
-    except (TypeError, ZeroDivisionError, OverflowError, ValueError) as e:
-        raise _too_big(a, op, b, str(e)) from e
-    raise _too_big(a, op, b, "unknown operator")
+    raise GuardEvalError(f"{shown(obj)} has no attribute {attr!r} a guard may read")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -544,7 +360,7 @@ class _Evaluation:
 
     def bool3(self, g: GExpr) -> bool | None:
         v = self.value(g)
-        if _is_symbolic(v):
+        if is_symbolic(v):
             self.charge(SYMBOLIC_COST)
         return truth3(v)
 
@@ -561,22 +377,22 @@ class _Evaluation:
                 return _attr(self.value(obj), attr)
             case GIndex(obj, GSlice(lo, hi, st)):
                 seq = self.value(obj)
-                parts = [None if e is None else _to_number(self.value(e)) for e in (lo, hi, st)]
+                parts = [None if e is None else to_number(self.value(e)) for e in (lo, hi, st)]
                 if not isinstance(seq, (tuple, list, str)) or not all(
                         p is None or (isinstance(p, int) and not isinstance(p, bool)) for p in parts):
-                    raise GuardEvalError(f"cannot slice {_show(seq)} with {parts}")
+                    raise GuardEvalError(f"cannot slice {shown(seq)} with {parts}")
                 self.charge(len(seq))
                 try:
                     out = seq[slice(*parts)]
                 except (TypeError, ValueError) as e:
-                    raise GuardEvalError(f"cannot slice {_show(seq)}: {e}") from e
+                    raise GuardEvalError(f"cannot slice {shown(seq)}: {e}") from e
                 return out if isinstance(out, str) else tuple(out)
             case GIndex(obj, index):
-                seq, i = self.value(obj), _to_number(self.value(index))
+                seq, i = self.value(obj), to_number(self.value(index))
                 if not isinstance(seq, (tuple, list, str)) or not isinstance(i, int) or isinstance(i, bool):
-                    raise GuardEvalError(f"cannot index {_show(seq)} with {_show(i)}")
+                    raise GuardEvalError(f"cannot index {shown(seq)} with {shown(i)}")
                 if not -len(seq) <= i < len(seq):
-                    raise GuardEvalError(f"index {_show(i)} out of range for {_show(seq)}")
+                    raise GuardEvalError(f"index {shown(i)} out of range for {shown(seq)}")
                 return seq[i]
             case GTuple(items):
                 return tuple(self.value(e) for e in items)
@@ -599,14 +415,14 @@ class _Evaluation:
                 return True if u is True else (False if t is False and u is False else UNKNOWN)
             case GBinary(op, left, right):
                 a, b = self.value(left), self.value(right)
-                self.charge(_cost(a) + _cost(b))
-                return _checked(_arith(op, a, b))
+                self.charge(cost(a) + cost(b))
+                return checked(arith(op, a, b))
             case GCompare(first, rest):  # a < b < c is (a < b) and (b < c), Kleene
                 left = self.value(first)
                 result: bool | None = True
                 for op, e in rest:
                     right = self.value(e)
-                    self.charge(_cost(left) + _cost(right))
+                    self.charge(cost(left) + cost(right))
                     r = compare3(op, left, right)
                     if r is False:
                         return False
@@ -618,9 +434,9 @@ class _Evaluation:
                 f = _lookup(func)
                 vals = [self.value(a) for a in args]
                 kw = {k: self.value(e) for k, e in kwargs}
-                self.charge(sum(_cost(v) for v in (*vals, *kw.values())))
+                self.charge(sum(cost(v) for v in (*vals, *kw.values())))
                 try:
-                    return _checked(f(*vals, **kw))
+                    return checked(f(*vals, **kw))
                 except GuardEvalError:
                     raise
                 except Exception as e:  # a user's guard function failed: the guard fails
@@ -629,15 +445,15 @@ class _Evaluation:
 
     @staticmethod
     def unary(op: str, x: Any) -> Any:
-        if not _is_number(x):
-            raise GuardEvalError(f"cannot apply unary {op} to {_show(x)}")
+        if not is_number(x):
+            raise GuardEvalError(f"cannot apply unary {op} to {shown(x)}")
         if op == "-":
             return -x
         if op == "+":
             return x
         if op == "~" and isinstance(x, int):
             return ~x
-        raise GuardEvalError(f"cannot apply unary {op} to {_show(x)}")
+        raise GuardEvalError(f"cannot apply unary {op} to {shown(x)}")
 
 
 def evaluate(g: GExpr, env: Mapping[str, Any]) -> Any:
