@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-MODULES = ("attention", "norms")
+MODULES = ("variants", "attention", "norms")
 
 # Where the standard rules swap in pypm's fused kernels (``pypm::attention``, ...). On CUDA the
 # ops run Triton; elsewhere they run a reference implementation and torch's own kernels are the

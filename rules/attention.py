@@ -291,12 +291,41 @@ def _attend(q: Any, k: Any, v: Any, *, scale: float, is_causal: bool = False,
     return out
 
 
+def _variant(probs: Any) -> Any:
+    """The ``pypm::attention`` call of ``attention-variant`` (rules.variants) for this site, where
+    that rule would rewrite it (an exact specification beyond plain attention, on a fused
+    device), else None."""
+    if probs is None or not on_fused_device(probs):
+        return None
+    from pypm.graph import GraphView
+
+    from .variants import emit, variant_at
+
+    view = GraphView(probs.node.graph, cse=False)
+    node = probs.node
+    for _ in range(3):  # through a dropout that is off, to the matmul with v
+        users = list(node.users)
+        if len(users) != 1:
+            return None
+        (node,) = users
+        if node.op in ("call_function", "call_method") and view.op_name(node) in ("matmul", "bmm"):
+            site = variant_at(node)
+            return None if site is None else emit(site, probs.tracer)
+    return None
+
+
 @rule(Attention, name="attention", priority=10)
 def attention(q, k, v, mul_by, div_by, mul_after, div_after, causal, mask, keep, fill, bias,
               logits, soft_in, soft, probs):
     """One fused attention call for the whole computation: ``pypm::attention`` (Triton) on the
     fused devices when its contract fits, torch's ``scaled_dot_product_attention`` otherwise;
-    declined where neither computes what the graph computes (see the module doc)."""
+    declined where neither computes what the graph computes (see the module doc). Where the
+    ``attention-variant`` rule would take the site (on a fused device, an exact specification
+    beyond plain attention: grouped K/V heads before their repeat, padding, windows, score
+    modifications), the call is the one that rule emits, carrying the specification."""
+    out = _variant(probs)
+    if out is not None:
+        return out
     wide_mask = check_casts(q, k, v, logits, soft_in, soft, probs, bias)
     _check_scores_shape(q, k, logits)
     after = mul_after if mul_after is not None else div_after

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import sympy
 import torch
 
 from pypm.graph import size_value
@@ -31,14 +32,42 @@ Score = _spec.Score
 call = _spec.call
 
 _ELEMENTWISE = {
-    "add": "add", "sub": "sub", "mul": "mul", "div": "div", "floor_divide": "floordiv",
-    "remainder": "mod", "pow": "pow", "eq": "eq", "ne": "ne", "lt": "lt", "le": "le", "gt": "gt",
-    "ge": "ge", "logical_and": "and", "logical_or": "or", "bitwise_and": "and", "bitwise_or": "or",
-    "and_": "and", "or_": "or", "__and__": "and", "__or__": "or", "minimum": "minimum",
+    "add": "add",
+    "sub": "sub",
+    "mul": "mul",
+    "div": "div",
+    "floor_divide": "floordiv",
+    "remainder": "mod",
+    "pow": "pow",
+    "eq": "eq",
+    "ne": "ne",
+    "lt": "lt",
+    "le": "le",
+    "gt": "gt",
+    "ge": "ge",
+    "logical_and": "and",
+    "logical_or": "or",
+    "bitwise_and": "and",
+    "bitwise_or": "or",
+    "and_": "and",
+    "or_": "or",
+    "__and__": "and",
+    "__or__": "or",
+    "minimum": "minimum",
     "maximum": "maximum",
 }
-_UNARY = {"neg": "neg", "logical_not": "not", "bitwise_not": "not", "invert": "not", "tanh": "tanh",
-          "exp": "exp", "log": "log", "abs": "abs", "sqrt": "sqrt", "floor": "floor"}
+_UNARY = {
+    "neg": "neg",
+    "logical_not": "not",
+    "bitwise_not": "not",
+    "invert": "not",
+    "tanh": "tanh",
+    "exp": "exp",
+    "log": "log",
+    "abs": "abs",
+    "sqrt": "sqrt",
+    "floor": "floor",
+}
 _IDENTITY = ("contiguous", "clone", "detach", "alias")
 _FILLS = {"ones": 1, "zeros": 0, "new_ones": 1, "new_zeros": 0, "ones_like": 1, "zeros_like": 0}
 
@@ -64,12 +93,13 @@ def subst(e: Expr, m: dict[int, Expr]) -> Expr:
     return e
 
 
-def _shape(t: Any) -> tuple[int, ...] | None:
+def _shape(t: Any) -> tuple[Any, ...] | None:
+    """A term's sizes: ints, or sympy expressions where they are symbolic (None: unknown)."""
     shape = getattr(t, "shape", None)
     if shape is None:
         return None
     out = tuple(size_value(s) for s in shape)
-    return out if all(isinstance(s, int) for s in out) else None
+    return out if all(isinstance(s, (int, sympy.Expr)) for s in out) else None
 
 
 class Lifter:
@@ -215,15 +245,16 @@ class Lifter:
             m: dict[int, Expr] = {}
             for j, i in enumerate(idx):
                 ie, isz = self.lift(i)
-                m[j] = subst(ie, {k: Dim(k + len(shape) - (len(s) - len(idx)) - len(isz))
-                                  for k in range(len(isz))})
+                m[j] = subst(
+                    ie, {k: Dim(k + len(shape) - (len(s) - len(idx)) - len(isz)) for k in range(len(isz))}
+                )
             for j in range(len(idx), len(s)):
                 m[j] = Dim(len(shape) - (len(s) - j))
             return subst(e, m), shape
         if any(i is Ellipsis for i in idx):
             k = idx.index(Ellipsis)
             used = sum(1 for i in idx if i is not None and i is not Ellipsis)
-            idx = idx[:k] + (slice(None),) * (len(s) - used) + idx[k + 1:]
+            idx = idx[:k] + (slice(None),) * (len(s) - used) + idx[k + 1 :]
         m = {}
         src = out = 0
         for i in idx:
@@ -231,12 +262,19 @@ class Lifter:
                 out += 1
                 continue
             if isinstance(i, int):
-                m[src] = Const(i % s[src])
+                if not isinstance(s[src], int) and i < 0:
+                    return None
+                m[src] = Const(i % s[src] if isinstance(s[src], int) else i)
                 src += 1
                 continue
             if not isinstance(i, slice):
                 return None
-            start, _, step = i.indices(s[src])
+            if isinstance(s[src], int):
+                start, _, step = i.indices(s[src])
+            else:  # a symbolic size: a slice from a known start, forwards
+                start, step = i.start or 0, i.step or 1
+                if not (isinstance(start, int) and isinstance(step, int) and start >= 0 and step > 0):
+                    return None
             m[src] = call("add", call("mul", Dim(out), step), start)
             src += 1
             out += 1
@@ -261,7 +299,7 @@ def _squeeze_ones(e: Expr, shape: tuple[int, ...]) -> Expr:
 
 def to_indices(e: Expr, shape: tuple[int, ...], scores_ndim: int = 4) -> Expr:
     """A lifted tensor that broadcasts to the scores, over ``b, h, q_idx, kv_idx``."""
-    names = INDICES[4 - scores_ndim:]
+    names = INDICES[4 - scores_ndim :]
     m: dict[int, Expr] = {}
     for i, n in enumerate(shape):
         j = i + scores_ndim - len(shape)

@@ -116,7 +116,7 @@ def test_reference_path_matches_float64(name):
 @needs_triton
 def test_output_is_laid_out_bshd_and_stats_are_per_row(triton_on_cpu):  # noqa: F811
     q, k, v, _ = make_inputs(Case(torch.float16, layout="bhsd"))
-    out, stats = torch.ops.pypm.attention(q, k, v, None, None, False)
+    out, stats = torch.ops.pypm.attention(q, k, v, None, None, False, [])
     b, h, s, d = q.shape
     assert out.shape == (b, h, s, d) and out.transpose(1, 2).is_contiguous()
     assert stats.shape == (2, b, h, s) and stats.dtype == torch.float32  # O(B·H·S) extra memory
@@ -206,10 +206,10 @@ def test_fake_tensors_give_the_real_shapes_and_strides():
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     q, k, v, _ = make_inputs(Case(torch.float16, hq=4, hkv=2))
-    real_out, real_stats = torch.ops.pypm.attention(q, k, v, None, None, True)
+    real_out, real_stats = torch.ops.pypm.attention(q, k, v, None, None, True, [])
     with FakeTensorMode(allow_non_fake_inputs=True) as mode:
         fq, fk, fv = (mode.from_tensor(t.detach()) for t in (q, k, v))
-        out, stats = torch.ops.pypm.attention(fq, fk, fv, None, None, True)
+        out, stats = torch.ops.pypm.attention(fq, fk, fv, None, None, True, [])
     assert out.shape == real_out.shape and out.stride() == real_out.stride()
     assert stats.shape == real_stats.shape
 

@@ -195,3 +195,18 @@ def test_recover_returns_root_and_spec_or_reason():
     ((root, spec),) = recover(gm, ex)
     assert isinstance(spec, AttentionSpec) and spec.score_mod == S and spec.scale == 0.125
     assert root.op == "call_function"
+
+
+def test_explain_sites_prints_each_spec_or_the_reason():
+    from pypm.rules.variants import explain_sites
+
+    qkv = [torch.randn(1, 4, 6, 8) for _ in range(3)]
+    text = explain_sites(*_capture(_alibi_model(1.0), *qkv))
+    assert text.startswith("%") and "attention-variant: causal alibi" in text
+
+    def rounded(q, k, v):  # the scores divided with rounding: not a score operation of a spec
+        s = torch.div(q @ k.transpose(-2, -1), 3.0, rounding_mode="floor")
+        return torch.softmax(s, dim=-1) @ v
+
+    text = explain_sites(*_capture(rounded, *qkv))
+    assert "not recovered" in text or text == "", text

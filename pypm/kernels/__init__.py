@@ -10,8 +10,8 @@ reference implementation.
 """
 
 from ._common import settings, triton_available
-from .attention import attention
+from .attention import attention, attention_spec
 from .norms import layer_norm, rms_norm
 from .softmax import softmax
 
-__all__ = ["attention", "layer_norm", "rms_norm", "settings", "softmax", "triton_available"]
+__all__ = ["attention", "attention_spec", "layer_norm", "rms_norm", "settings", "softmax", "triton_available"]

@@ -17,6 +17,10 @@ rewrites can use it where SDPA would differ:
   softmax over a row of -inf does, and its NaN reaches the gradients as it does when written
   out. By default such a row gives zeros and no gradient (torch's SDPA does the same).
 
+With ``spec_key`` (:func:`attention_spec`), the op computes an attention specification instead
+(``pypm.kernels.spec.AttentionSpec``: score modification, mask, sinks, grouped K/V heads), with
+the tensors it reads passed as ``captured``; see :mod:`.spec_attention` for its paths.
+
 NaN and inf propagate as in the written-out softmax (a NaN or +inf score makes its row NaN). An
 additive mask that requires grad receives its gradient. Inputs may have any strides (the
 permuted ``(B, S, H, D)`` layouts graphs produce are read in place); the output is laid out
@@ -27,12 +31,15 @@ permuted ``(B, S, H, D)`` layouts graphs produce are read in place); the output 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 
 import torch
 
 from pypm.errors import KernelInputError
 
 from ._common import check_floating_same, new_empty, next_pow2, register_op, use_triton, wrap
+from .spec import AttentionSpec
+from .spec_attention import _LAUNCH, register_spec, spec_forward
 
 OP = "pypm::attention"
 MAX_HEAD_DIM = 256  # largest head dim whose tiles fit in shared memory and registers
@@ -201,6 +208,9 @@ def triton_cdiv(a: int, b: int) -> int:
     return (a + b - 1) // b
 
 
+_LAUNCH.append(_launch_forward)  # plain specifications on CUDA take the flash kernel
+
+
 # --------------------------------------------------------------------------------------------
 # Reference (CPU and every device without Triton): fp32 math, same layouts and conventions
 # --------------------------------------------------------------------------------------------
@@ -317,10 +327,22 @@ def _fill(mask_fill: float | None) -> float:
 
 
 def _attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None,
-                  scale: float | None, is_causal: bool, mask_fill: float | None = None,
+                  scale: float | None, is_causal: bool, captured: Sequence[torch.Tensor],
+                  spec_key: str | None = None, mask_fill: float | None = None,
                   empty_rows_nan: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward: (out, stats) where stats (2, B, Hq, Sq, fp32: row max, inverse row sum) feed
-    the backward. ``mask_fill`` None is -inf."""
+    the backward. ``mask_fill`` None is -inf. With ``spec_key``, the attention is the registered
+    specification (:mod:`.spec_attention`) at q, k, v (K/V before any repeat) and ``captured``;
+    ``attn_mask``, ``scale``, ``is_causal``, ``mask_fill`` and ``empty_rows_nan`` must then be
+    left at None, None, False, None, False (the specification says all of it)."""
+    if spec_key is not None:
+        if attn_mask is not None or scale is not None or is_causal or mask_fill is not None \
+                or empty_rows_nan:
+            raise KernelInputError(f"{OP}: with a specification, the mask, scale, causal flag, fill "
+                                   "and empty-row option come from it, not from arguments")
+        return spec_forward(q, k, v, captured, spec_key)
+    if captured:
+        raise KernelInputError(f"{OP}: captured tensors are only read through a specification")
     check_inputs(q, k, v, attn_mask)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
     if use_triton(q) and q.numel() and k.numel():  # empty problems: nothing to launch
@@ -343,19 +365,52 @@ attention_op = register_op("attention", _attention_op)
 attention_backward_op = register_op("attention_backward", _attention_backward_op)
 
 
+_ARGS = ("q", "k", "v", "attn_mask", "scale", "is_causal", "captured", "spec_key", "mask_fill",
+         "empty_rows_nan")
+_DEFAULTS = (None, None, False)  # spec_key, mask_fill, empty_rows_nan
+
+
 def _setup_context(ctx, inputs, output):
-    q, k, v, attn_mask, scale, is_causal, mask_fill, empty_rows_nan = inputs
+    q, k, v, attn_mask, scale, is_causal, captured, spec_key, mask_fill, empty_rows_nan = inputs
+    # the backward returns one gradient per argument the dispatcher passed, and it leaves out
+    # trailing arguments equal to their defaults
+    tail = list(inputs[len(_ARGS) - len(_DEFAULTS):])
+    while tail and tail[-1] == _DEFAULTS[len(tail) - 1]:
+        tail.pop()
+    ctx.n_inputs = len(_ARGS) - len(_DEFAULTS) + len(tail)
     out, stats = output
     ctx.set_materialize_grads(False)  # stats never receive a gradient: skip filling zeros for them
+    ctx.spec_key = spec_key
+    ctx.n_captured = len(captured)  # the gradient of the list is a list of this length
+    if spec_key is not None:  # the backward recomputes from the inputs
+        ctx.needs_captured = [bool(c.requires_grad and c.is_floating_point()) for c in captured]
+        ctx.save_for_backward(q, k, v, *captured)
+        return
     ctx.save_for_backward(q, k, v, out, stats, attn_mask)
     ctx.scale, ctx.is_causal, ctx.mask_fill = scale, is_causal, mask_fill
     ctx.empty_rows_nan = empty_rows_nan
 
 
+def _spec_backward(ctx, grad_out):
+    q, k, v, *captured = ctx.saved_tensors
+    needs = ctx.needs_captured
+    grads = torch.ops.pypm.attention_spec_backward(grad_out, q, k, v, captured, ctx.spec_key, needs)
+    dq, dk, dv, *dcap = grads
+    it = iter(dcap)
+    dcaptured = [next(it) if n else None for n in needs]
+    return dq, dk, dv, None, None, None, dcaptured, None, None, None
+
+
 def _backward(ctx, grad_out, _grad_stats):
-    q, k, v, out, stats, attn_mask = ctx.saved_tensors
+    return _grads(ctx, grad_out)[:ctx.n_inputs]
+
+
+def _grads(ctx, grad_out):
     if grad_out is None:
-        return None, None, None, None, None, None, None, None
+        return (None,) * 6 + ([None] * ctx.n_captured,) + (None,) * 3
+    if ctx.spec_key is not None:
+        return _spec_backward(ctx, grad_out)
+    q, k, v, out, stats, attn_mask = ctx.saved_tensors
     dq, dk, dv = torch.ops.pypm.attention_backward(grad_out, q, k, v, out, stats, attn_mask,
                                                    ctx.scale, ctx.is_causal, ctx.mask_fill)
     dmask = None
@@ -363,7 +418,7 @@ def _backward(ctx, grad_out, _grad_stats):
         scale = 1.0 / math.sqrt(q.shape[-1]) if ctx.scale is None else float(ctx.scale)
         dmask = _mask_grad(grad_out, q, k, v, out, stats, attn_mask, scale, ctx.is_causal,
                            ctx.empty_rows_nan)
-    return dq, dk, dv, dmask, None, None, None, None
+    return dq, dk, dv, dmask, None, None, [None] * ctx.n_captured, None, None, None
 
 
 attention_op.register_autograd(_backward, setup_context=_setup_context)
@@ -384,5 +439,18 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float
         check_inputs(q, k, v, attn_mask if isinstance(attn_mask, torch.Tensor) else None, enable_gqa)
     if mask_fill is not None and math.isinf(mask_fill) and mask_fill < 0:
         mask_fill = None
-    return torch.ops.pypm.attention.default(q, k, v, attn_mask, scale, is_causal, mask_fill,
+    return torch.ops.pypm.attention.default(q, k, v, attn_mask, scale, is_causal, [], None, mask_fill,
                                             empty_rows_nan)[0]
+
+
+def attention_spec(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spec: AttentionSpec,
+                   captured: Sequence[torch.Tensor] | Mapping[str, torch.Tensor] = ()) -> torch.Tensor:
+    """The attention ``spec`` describes, through ``torch.ops.pypm.attention``: q ``(B, Hq, Sq, D)``,
+    k and v ``(B, Hq / spec.group, Sk, D)`` (before any repeat of their heads), ``captured`` the
+    tensors ``spec.captured`` names (a mapping by name, or a sequence in that order). The
+    specification is registered under its digest, which the call carries as a string (see
+    :mod:`.spec_attention`). Works on fx proxies."""
+    if isinstance(captured, Mapping):
+        captured = [captured[n] for n in spec.captured]
+    key = register_spec(spec)   # canonical: captured tensors in order of first appearance
+    return torch.ops.pypm.attention.default(q, k, v, None, None, False, list(captured), key)[0]

@@ -179,14 +179,21 @@ class FlexForm:
         return (self.mask_mod, b if "b" in self.mask_uses else None,
                 h if "h" in self.mask_uses else None, sq, sk)
 
-    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+               flex: Callable[..., Any] | None = None) -> torch.Tensor:
+        """The attention at q, k, v (K/V before any repeat); ``flex`` replaces
+        ``flex_attention`` (a compiled one, on CUDA)."""
         from torch.nn.attention.flex_attention import AuxRequest, create_block_mask, flex_attention
+
+        flex_attention = flex or flex_attention
 
         bsz, hq, sq, _ = q.shape
         block_mask = None
         if self.mask_mod is not None:
             mm, b, h, lq, lk = self.block_mask_args(bsz, hq, sq, k.shape[2])
             block_mask = create_block_mask(mm, b, h, lq, lk, device=str(q.device))
+        elif flex is not None:  # a compiled flex_attention fails to build its own empty mask
+            block_mask = create_block_mask(_keep_all, None, None, sq, k.shape[2], device=str(q.device))
         out, aux = flex_attention(q, k, v, score_mod=self.score_mod, block_mask=block_mask,
                                   scale=self.spec.scale, enable_gqa=self.spec.group > 1,
                                   return_aux=AuxRequest(lse=True))
@@ -199,6 +206,10 @@ class FlexForm:
         sink = eval_expr(self.spec.sinks, None, idx, self.captured, lse.dtype)
         sink = torch.broadcast_to(_tensor(sink, q).to(lse.dtype), lse.shape)
         return out * torch.sigmoid(lse - sink).unsqueeze(-1).to(out.dtype)
+
+
+def _keep_all(b: Any, h: Any, q_idx: Any, kv_idx: Any) -> Any:
+    return q_idx >= 0
 
 
 def to_flex(spec: AttentionSpec, captured: Mapping[str, torch.Tensor] | None = None) -> FlexForm:
