@@ -8,7 +8,13 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-MODULES = ("variants", "attention", "norms")
+MODULES = ("attention", "norms")
+
+# Rules that are exact but not yet measured to make real models faster than the compiler alone
+# (ARCHITECTURE.md: a rule that can slow a model down is opt-in): `attention-variant` runs
+# FlexAttention for score modifications and sinks, untimed on real models so far. Add them with
+# ``pypm.backend(rules=pypm.standard_rules() + pypm.rules.opt_in_rules())``.
+OPT_IN = ("variants",)
 
 # Where the standard rules swap in pypm's fused kernels (``pypm::attention``, ...). On CUDA the
 # ops run Triton; elsewhere they run a reference implementation and torch's own kernels are the
@@ -47,4 +53,13 @@ def all_rules() -> list[Any]:
     return out
 
 
-__all__ = ["FUSED_DEVICES", "MODULES", "all_rules", "on_fused_device", "require_fused_device"]
+def opt_in_rules() -> list[Any]:
+    """The exact rules that are off by default (``OPT_IN``), module by module."""
+    out: list[Any] = []
+    for name in OPT_IN:
+        out.extend(importlib.import_module(f"{__name__}.{name}").RULES)
+    return out
+
+
+__all__ = ["FUSED_DEVICES", "MODULES", "OPT_IN", "all_rules", "on_fused_device", "opt_in_rules",
+           "require_fused_device"]

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from pypm.lang.match import Match
+from pypm.lang.terms import TermView
 
 from .properties import System
 
@@ -185,18 +186,16 @@ def _copy(name: str, source: str, tag: str) -> types.ModuleType:
 
 
 def _share_classes(copy: types.ModuleType, real: types.ModuleType, edited: str) -> None:
-    """The classes other modules import from this one (``Term``, ``TermView``, ``GuardEvalError``:
-    values and exceptions that cross module boundaries) and exceptions are the real ones again,
+    """The classes other modules import from this one, terms (``Term``, ``TermView``: values that
+    cross module boundaries) and exceptions (``GuardEvalError``) are the real ones again,
     unless the edit is in them; the module's own classes (``Compiler``, ``Interpreter``) stay
     copies, so that their methods call the mutated functions."""
-    importers = [mod for key, mod in list(sys.modules.items())
-                 if mod is not None and key != real.__name__ and key.startswith(("pypm.", "semantics."))
-                 and "_mutant_" not in key]
-    shared = {name for other in importers for name in _imports_from(other, real)}
+    shared = {name for other in MODULES if other != real.__name__
+              for name in _imports_from(importlib.import_module(other), real)}
     for name, obj in list(copy.__dict__.items()):
         original = real.__dict__.get(name)
         if isinstance(obj, type) and isinstance(original, type) and obj.__module__ == copy.__name__ \
-                and (name in shared or issubclass(original, BaseException)) \
+                and (name in shared or issubclass(original, (BaseException, TermView))) \
                 and edited not in inspect.getsource(original):
             setattr(copy, name, original)
 

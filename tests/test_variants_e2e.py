@@ -59,7 +59,9 @@ def _compile(model, dynamic=False):
         notes.extend(variants.notes(gm))
         return lookup_backend("aot_eager")(gm, example_inputs)
 
-    be = pypm.backend(inner=inner)
+    from pypm.rules import opt_in_rules
+
+    be = pypm.backend(rules=pypm.standard_rules() + opt_in_rules(), inner=inner)
     be.notes = notes
     return be, torch.compile(model, backend=be, dynamic=dynamic)
 
