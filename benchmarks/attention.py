@@ -250,7 +250,7 @@ def run_profile() -> None:
     q, k, v = (torch.randn(1, 1, 128, 64, device="cuda", dtype=torch.bfloat16, requires_grad=True)
                for _ in range(3))
     g = torch.randn_like(q)
-    out, lse = torch.ops.pypm.attention(q, k, v, None, None, False)
+    out, lse = torch.ops.pypm.attention(q, k, v, None, None, False, [])
     args = (g, q, k, v, out, lse, None, None, False)
     for name, fn in (("op", lambda: torch.ops.pypm.attention_backward(*args)),
                      ("python fn", lambda: mod._attention_backward_op(*args)),
