@@ -31,7 +31,8 @@ def test_softmax_over_the_wrong_dim_is_a_literal_mismatch_with_both_values():
     r = only_reason(e, "matmul_1")
     assert not r.matched and r.failure.reason == "literal"
     assert "the pattern says -1, the graph has -2" in r.failure.message
-    assert r.failure.where.endswith("return MatMul(Dropped(Cast(softmax(Cast(logits), dim=-1))), v)")
+    assert r.failure.where.split(":")[0].endswith("attention.pypm") and "softmax(" in r.failure.where
+    assert "dim=-1" in r.failure.where
     assert "attention.pypm:" in r.failure.where
 
 
