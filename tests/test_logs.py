@@ -78,12 +78,14 @@ def test_info_level_leaves_out_the_skips(caplog):
     logger = logging.getLogger("pypm.test_logs")
     logger.setLevel(logging.INFO)
     logger.addHandler(caplog.handler)
+    propagate, logger.propagate = logger.propagate, False  # caplog's root handler must not see it twice
     try:
         log_report(report, "g", logger=logger)
         log_report(report, "g", logger=logger)  # a report is logged once
     finally:
         logger.removeHandler(caplog.handler)
         logger.setLevel(logging.NOTSET)
+        logger.propagate = propagate
     msgs = [r.getMessage() for r in caplog.records if r.name == "pypm.test_logs"]
     assert msgs == ["graph g: 0 rewrite(s), 1 skipped, 3 -> 3 nodes, 1.0 ms"]
 
