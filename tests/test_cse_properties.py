@@ -88,3 +88,108 @@ def test_a_node_left_out_comes_back_when_its_input_gains_a_user():
                                                                            operator.add]
     (add,) = [n for n in graph.nodes if n.target is operator.add]
     assert add.args == (b1, b1)
+
+
+# Random programs with writes, views and grad-mode changes: CSE keeps every value, every
+# input's final contents and every output's requires_grad. Values are 1-d tensors of 3 floats;
+# ``x`` may be written, ``g`` requires grad and is never written (nor anything computed from it,
+# so that autograd accepts every program).
+
+_PURE = [("function", torch.neg, 1), ("function", torch.sin, 1), ("method", "exp", 1),
+         ("function", operator.add, 2), ("function", operator.mul, 2), ("method", "clone", 1)]
+_VIEWS = [("method", "view", (-1,)), ("method", "detach", ()), ("function", operator.getitem,
+                                                                   (slice(None),))]
+_WRITES = [("add_", 1.0), ("mul_", 2.0), ("copy_", None), ("setitem", 5.0)]
+
+
+def _program(data) -> tuple[torch.fx.GraphModule, list]:
+    graph = torch.fx.Graph()
+    x, g = graph.placeholder("x"), graph.placeholder("g")
+    values: list = [x, g]
+    tainted = {g}  # values computed from g: never written, never written into another value
+    grad = True
+    made: list = []  # (kind, target, args) of the calls so far, to repeat some of them
+
+    def add(kind, target, args):
+        node = (graph.call_function if kind == "function" else graph.call_method)(target, args)
+        values.append(node)
+        made.append((kind, target, args))
+        if any(a in tainted for a in args if isinstance(a, torch.fx.Node)):
+            tainted.add(node)
+        return node
+
+    for _ in range(data.draw(st.integers(2, 14))):
+        step = data.draw(st.sampled_from(["pure", "pure", "repeat", "view", "factory", "write", "grad"]))
+        if step == "repeat" and made:
+            add(*data.draw(st.sampled_from(made)))
+        elif step in ("pure", "repeat"):
+            kind, target, arity = data.draw(st.sampled_from(_PURE))
+            add(kind, target, tuple(data.draw(st.sampled_from(values)) for _ in range(arity)))
+        elif step == "view":
+            kind, target, rest = data.draw(st.sampled_from(_VIEWS))
+            add(kind, target, (data.draw(st.sampled_from(values)), *rest))
+        elif step == "factory":
+            add("function", data.draw(st.sampled_from([torch.zeros, torch.ones])), (3,))
+        elif step == "write":
+            free = [v for v in values if v not in tainted]
+            op, arg = data.draw(st.sampled_from(_WRITES))
+            target = data.draw(st.sampled_from(free))
+            if op == "copy_":
+                graph.call_method("copy_", (target, data.draw(st.sampled_from(free))))
+            elif op == "setitem":
+                graph.call_function(operator.setitem, (target, 0, arg))
+            else:
+                graph.call_method(op, (target, arg))
+        else:
+            grad = not grad
+            graph.call_function(torch._C._set_grad_enabled, (grad,))
+    if not grad:
+        graph.call_function(torch._C._set_grad_enabled, (True,))
+    shown = data.draw(st.lists(st.sampled_from(values[2:] or values), min_size=1, max_size=4))
+    graph.output(tuple(shown))
+    return torch.fx.GraphModule(torch.nn.Module(), graph), values
+
+
+def _run_program(gm: torch.fx.GraphModule) -> tuple[list, torch.Tensor]:
+    gm.graph.lint()
+    gm.recompile()
+    x = torch.linspace(-1.0, 1.0, 3)
+    g = torch.linspace(0.5, 1.5, 3).requires_grad_()
+    with torch.enable_grad():
+        out = [(o.detach().clone(), o.requires_grad) for o in gm(x, g)]
+    return out, x
+
+
+def _same_run(got: tuple[list, torch.Tensor], want: tuple[list, torch.Tensor]) -> None:
+    for (a, ra), (b, rb) in zip(got[0], want[0]):
+        assert ra == rb
+        torch.testing.assert_close(a, b)
+    torch.testing.assert_close(got[1], want[1])
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.data())
+def test_merge_keeps_values_next_to_writes_views_and_grad_mode(data):
+    gm, values = _program(data)
+    want = _run_program(gm)
+    graph = gm.graph
+    cse, erased = CSE(graph, gm), set()
+    cse.merge(None, erased)
+    assert CSE(graph, gm).classes() == {}
+    _same_run(_run_program(gm), want)
+
+    # A rewrite's insertions, a write among them now and then, merged incrementally.
+    out = next(n for n in graph.nodes if n.op == "output")
+    live = [n for n in values if n not in erased and n.name != "g"]
+    with graph.inserting_before(out):
+        new = []
+        for _ in range(data.draw(st.integers(1, 4))):
+            kind, target, arity = data.draw(st.sampled_from(_PURE))
+            args = tuple(data.draw(st.sampled_from(live + new)) for _ in range(arity))
+            new.append((graph.call_function if kind == "function" else graph.call_method)(target, args))
+        if data.draw(st.booleans()):
+            new.append(graph.call_method("mul_", (data.draw(st.sampled_from(new)), 3.0)))
+    out.args = (tuple(out.args[0]) + tuple(new),)
+    want = _run_program(gm)
+    cse.merge(set(new), erased)
+    _same_run(_run_program(gm), want)

@@ -232,3 +232,29 @@ def test_incremental_cse_follows_merges_in_graph_order():
     gm2.recompile()
     x = torch.randn(3)
     torch.testing.assert_close(gm2(x), f(x))
+
+
+def test_rewrites_work_on_graphs_annotated_by_shape_prop():
+    """ShapeProp records ``TensorMetadata`` (a named tuple) where other tools record example
+    values: the example value of a rule's new node is computed from it, never by rebuilding it
+    as a tuple of its fields."""
+    from torch.fx.passes.shape_prop import ShapeProp
+
+    from pypm import rule
+    from pypm.rewrite import RewritePass
+
+    tanh = pypm.loads("def Tanh(x):\n    return tanh(x)\n").Tanh
+
+    @rule(tanh, name="tanh-as-sigmoid")
+    def tanh_as_sigmoid(x):
+        return 2 * torch.sigmoid(x * 2) - 1
+
+    def f(x):
+        return torch.tanh(x + 1) * 3
+
+    gm = torch.fx.symbolic_trace(f)
+    x = torch.randn(4, 5)
+    ShapeProp(gm).propagate(x)
+    report = RewritePass([tanh_as_sigmoid]).apply(gm)
+    assert report.counts() == {"tanh-as-sigmoid": 1}, report
+    torch.testing.assert_close(gm(x), f(x))

@@ -1,8 +1,11 @@
 """Purity and common-subexpression elimination over fx graphs.
 
-Equality of graph terms is node identity after CSE (LANGUAGE.md §1): pure nodes with the same
-operator and the same arguments are one value. Impure nodes (random, in-place, I/O) are equal
-only to themselves.
+Equality of graph terms is node identity after CSE (LANGUAGE.md §1): two nodes are one value
+when they have the same operator and the same arguments, both compute a value and nothing else
+(:mod:`.effects`: an allow-list of functional operators at torch level, schemas and tags at
+ATen level), neither may alias a tensor that some node writes, both run under the same grad
+mode and autocast state, and not both reach the graph's outputs. Everything else (random,
+in-place, unknown calls, fresh uninitialised tensors) is equal only to itself.
 """
 
 from __future__ import annotations
@@ -15,70 +18,58 @@ import torch
 import torch.fx
 
 from ..lang import schema
+from .effects import (
+    INPUT,
+    MERGEABLE,
+    PLAIN_MODULES,
+    VIEW,
+    Effect,
+    GraphEffects,
+    TargetEffect,
+    target_effect,
+)
 from .names import DTYPE_METHODS, MODULES, callable_key, is_torch_callable, submodule, target_name
 
 Node = torch.fx.Node
 
 
-_PURE_TARGETS: dict[tuple[str, Any], bool] = {}
+_TARGET_EFFECTS: dict[tuple[str, Any], TargetEffect] = {}
 
 
 def is_impure(node: Node, op: str | None = None, owner: torch.nn.Module | None = None,
               module: Callable[[str], Any] | None = None) -> bool:
     """True for nodes that a rewrite must not consume and CSE must not merge: graph inputs and
-    outputs, random ops (dropout only while training), in-place ops, unknown modules.
-    ``module`` looks up submodules by name (a cache), ``op`` is the node's canonical name."""
+    outputs, random ops (dropout only while training), in-place ops and calls with ``out=`` or
+    ``inplace=True``, changes of grad mode or autocast, and anything off the allow-list of
+    functional operators (unknown functions and modules). Attributes (``get_attr``) are pure.
+    ``module`` looks up submodules by name (a cache), ``op`` is the node's canonical name.
+    Whether a pure node's inputs are written elsewhere in the graph is a property of the graph,
+    not of the node: see :class:`~pypm.graph.effects.GraphEffects`."""
     kind = node.op
-    if kind in ("placeholder", "output"):
-        return True
     if kind == "get_attr":
         return False
-    if kind == "call_module":
-        mod = module(str(node.target)) if module is not None else submodule(owner, str(node.target))
-        if mod is None or type(mod) not in MODULES:
-            return True
-        return isinstance(mod, torch.nn.Dropout) and mod.training and mod.p > 0
-    op = op or target_name(node, owner)
-    if op.endswith("dropout") and not op.startswith("aten.native"):
-        training = node.kwargs.get("training", node.args[2] if len(node.args) > 2 else True)
-        p = node.kwargs.get("p", node.args[1] if len(node.args) > 1 else 0.5)
-        return not (training is False or p == 0)
-    key = (kind, node.target)
-    try:
-        cached = _PURE_TARGETS.get(key)
-    except TypeError:
-        key, cached = None, None  # type: ignore[assignment]
-    if cached is not None:
-        return not cached
-    impure = _impure_target(node, op)
-    if key is not None:
-        _PURE_TARGETS[key] = not impure
-    return impure
-
-
-# Python builtins that compute a value and nothing else (dynamo graphs call them on sizes).
-_PURE_BUILTINS = frozenset({getattr, len, int, float, bool, abs, min, max, round, isinstance})
-
-
-def _impure_target(node: Node, op: str) -> bool:
-    """Impurity that depends on the target only. A call of a function pypm does not know (a
-    user's ``torch.fx.wrap``-ed function, say) counts as impure: it may have side effects."""
-    if schema.is_random(op) or schema.is_inplace(op):
+    if kind in ("placeholder", "output"):
         return True
-    target = node.target
-    if isinstance(target, torch._ops.OpOverload):
-        return bool(target._schema.is_mutable or torch.Tag.nondeterministic_seeded in target.tags)
-    if node.op == "call_function":
-        module = getattr(target, "__module__", None) or ""
-        if module == "builtins":
-            return target not in _PURE_BUILTINS
-        if not (is_torch_callable(target) or module in ("_operator", "operator", "math")
-                or isinstance(target, torch._ops.OpOverloadPacket)):
-            return True
-    try:
-        return bool(node.is_impure())
-    except Exception:  # older torch: is_impure may need a module
-        return False
+    if kind == "call_module":
+        lookup = module if module is not None else (lambda q: submodule(owner, q))
+        effect, check, positional = target_effect(node, "", lookup)
+    else:
+        key = (kind, node.target)
+        try:
+            effect, check, positional = _TARGET_EFFECTS[key]
+        except KeyError:
+            effect, check, positional = _TARGET_EFFECTS[key] = target_effect(
+                node, op or target_name(node, owner), _no_module)
+        except TypeError:
+            effect, check, positional = target_effect(node, op or target_name(node, owner), _no_module)
+    if check is not None and (positional or node.kwargs):
+        effect = check(node, effect)
+    return effect.kind not in MERGEABLE
+
+
+def _no_module(qualname: str) -> Any:
+    """No submodule (``call_function`` and ``call_method`` targets need none)."""
+    return None
 
 
 def _all_submodules(owner: torch.nn.Module) -> dict[str, Any]:
@@ -105,6 +96,7 @@ class TargetNames:
         self._names: dict[Any, str] = {}
         self._modules: dict[str, Any] = {}
         self._cse: dict[Any, Any] = {}
+        self._effects: dict[Any, TargetEffect] = {}
         self._all_modules = False
 
     def module(self, qualname: str) -> Any:
@@ -121,10 +113,58 @@ class TargetNames:
         mod = self._modules[qualname] = submodule(self.owner, qualname)
         return mod
 
-    def cse_info(self, node: Node) -> tuple[Any, bool] | None:
-        """None for nodes CSE never merges (inputs, outputs, impure targets); else the part of
-        the key that depends on the target, and whether purity also depends on the arguments
-        (dropout, modules). Cached by target."""
+    def target_effect(self, node: Node) -> TargetEffect:
+        """The effect of a node's target and the per-call check that refines it (see
+        :func:`pypm.graph.effects.target_effect`), cached by target (modules by their name: a
+        module's flags are fixed during a pass)."""
+        key = (node.op, node.target)
+        try:
+            return self._effects[key]
+        except KeyError:
+            pass
+        except TypeError:
+            return self._target_effect(node)
+        out = self._effects[key] = self._target_effect(node)
+        return out
+
+    def _target_effect(self, node: Node) -> TargetEffect:
+        name = self(node) if node.op in ("call_function", "call_method") else ""
+        return target_effect(node, name, self.module)
+
+    def effect(self, node: Node) -> Effect:
+        """A node's effect, its arguments taken into account."""
+        effect, check, positional = self.target_effect(node)
+        if check is not None and (positional or node.kwargs):
+            return check(node, effect)
+        return effect
+
+    def kinds(self, graph: torch.fx.Graph) -> Iterable[tuple[Node, int]]:
+        """The nodes of a graph that are not values (kind above ``VIEW``: inputs, writers,
+        changes of state, opaque and unknown calls, the output), with their kinds, in graph
+        order. The common case, a cached pure target called without keywords, costs one
+        look-up."""
+        cache, target_effect, module = self._effects, self.target_effect, self.module
+        for n in graph.nodes:
+            if n.op == "call_module":  # modules are seldom called twice: look at the type first
+                mod = module(str(n.target))
+                if type(mod) in PLAIN_MODULES and not vars(mod).get("_is_impure"):
+                    continue
+            try:
+                entry = cache.get((n.op, n.target))
+            except TypeError:
+                entry = None
+            if entry is None:
+                entry = target_effect(n)
+            effect, check, positional = entry
+            if check is not None and (positional or n.kwargs):
+                effect = check(n, effect)
+            if effect.kind > VIEW:
+                yield n, effect.kind
+
+    def cse_info(self, node: Node) -> tuple[Any, TargetEffect] | None:
+        """None for nodes CSE never merges whatever their arguments (inputs, outputs, impure
+        targets); else the part of the key that depends on the target, the target's effect and
+        the check that refines it per call. Cached by target."""
         key = (node.op, node.target)
         try:
             return self._cse[key]
@@ -135,19 +175,13 @@ class TargetNames:
         out = self._cse[key] = self._cse_info(node)
         return out
 
-    def _cse_info(self, node: Node) -> tuple[Any, bool] | None:
+    def _cse_info(self, node: Node) -> tuple[Any, TargetEffect] | None:
         if node.op in ("placeholder", "output"):
             return None
-        if node.op == "call_module":  # pure or not by the module alone (fixed during a pass)
-            if is_impure(node, None, self.owner, self.module):
-                return None
-            return (_cse_target(node, self), False)
-        name = self(node)
-        if name.endswith("dropout"):
-            return (_cse_target(node, self), True)
-        if is_impure(node, name, self.owner, self.module):
+        entry = self.target_effect(node)
+        if node.op != "get_attr" and entry[0].kind not in MERGEABLE and entry[1] is None:
             return None
-        return (_cse_target(node, self), False)
+        return (_cse_target(node, self), entry)
 
     def __call__(self, node: Node) -> str:
         key = (node.op, node.target)
@@ -226,7 +260,11 @@ class CSE:
     feeds the next), and such a node can have no equal: an equal node would take the same
     input. :meth:`merge` leaves those out of the table (``lone``, by that input) and puts one
     back the moment that input has another user that could equal it, so that most nodes are
-    never keyed at all."""
+    never keyed at all.
+
+    Which nodes may be merged at all, and under which global state each runs, comes from
+    :class:`~pypm.graph.effects.GraphEffects` (see the module docstring), analysed on the first
+    merge and kept up to date by later ones."""
 
     def __init__(self, graph: torch.fx.Graph, owner: torch.nn.Module | None = None,
                  names: TargetNames | None = None):
@@ -235,16 +273,30 @@ class CSE:
         self.names = names or TargetNames(owner)
         self.seen: dict[Any, Node] = {}
         self.lone: dict[Node, Node] = {}  # input -> the node left out of `seen` as its only user
+        self._effects: GraphEffects | None = None
+
+    @property
+    def effects(self) -> GraphEffects:
+        """The graph's effects (analysed on first use)."""
+        if self._effects is None:
+            self._effects = GraphEffects(self.graph, self.names.effect, self.names.kinds)
+        return self._effects
 
     def key(self, n: Node, rep: Mapping[Node, Node]) -> Any:
-        """The CSE key of a pure node (None for impure ones)."""
+        """The CSE key of a node that may be merged (None for the others: impure nodes, nodes
+        that may alias a written tensor). Equal keys mean equal values; the key includes the
+        global-state region the node runs in."""
         names = self.names
         info = names.cse_info(n)
         if info is None:
             return None
-        target, depends_on_args = info
-        if depends_on_args and is_impure(n, names(n) if n.op != "call_module" else None, self.owner,
-                                          names.module):
+        target, (effect, check, positional) = info
+        if effect.kind == INPUT:  # an attribute: the same object wherever it is read
+            return (target, ())
+        if check is not None and (positional or n.kwargs) and check(n, effect).kind not in MERGEABLE:
+            return None
+        eff = self._effects or self.effects
+        if eff.mutated and eff.blocked(n):
             return None
         args, kwargs = n.args, n.kwargs
         if rep:
@@ -257,22 +309,37 @@ class CSE:
                 args = _freeze(args)
                 break
         if not kwargs:
-            return (target, args)
-        for a in kwargs.values():
-            if type(a) not in atoms:
-                return (target, args, _freeze(kwargs))
-        return (target, args, tuple(kwargs.items()))
+            key: Any = (target, args)
+        else:
+            for a in kwargs.values():
+                if type(a) not in atoms:
+                    key = (target, args, _freeze(kwargs))
+                    break
+            else:
+                key = (target, args, tuple(kwargs.items()))
+        if eff.regions is not None:
+            region = eff.region(n)
+            if region:
+                return (key, region)
+        return key
+
+    def _apart(self, first: Node, n: Node) -> bool:
+        """Whether two nodes with one key must stay apart: both reach the outputs (the caller
+        would get one tensor twice)."""
+        eff = self._effects
+        return eff is not None and bool(eff.escaping) and eff.both_escape(first, n)
 
     def classes(self) -> dict[Node, Node]:
         """Representatives of every node of the graph, without changing it (see cse_classes)."""
         rep: dict[Node, Node] = {}
         self.seen = {}
+        self._effects = None
         for n in self.graph.nodes:
             key = self.key(n, rep)
             if key is None:
                 continue
             first = self.seen.setdefault(key, n)
-            if first is not n:
+            if first is not n and not self._apart(first, n):
                 rep[n] = first
         return rep
 
@@ -281,14 +348,19 @@ class CSE:
         touch, in graph order); erased nodes are recorded in ``erased``. Returns how many were
         removed."""
         if dirty is None:
-            self.seen, self.lone = {}, {}
+            self.seen, self.lone, self._effects = {}, {}, None
             return self._merge(list(self.graph.nodes), erased)
         graph = self.graph
         work = [n for n in dirty if n.graph is graph and not getattr(n, "_erased", False)]
+        if self._effects is not None:
+            self._effects.update(work)
+            if self._effects.stale:  # a new change of global state: analyse the graph afresh
+                self.seen, self.lone, self._effects = {}, {}, None
+                return self._merge(list(graph.nodes), erased)
         try:
             heapq.heapify(work)  # graph order: fx nodes compare by position
         except TypeError:  # nodes without an order (older torch): start again, in graph order
-            self.seen, self.lone = {}, {}
+            self.seen, self.lone, self._effects = {}, {}, None
             return self._merge(list(graph.nodes), erased)
         return self._merge(work, erased, heap=True)
 
@@ -303,6 +375,7 @@ class CSE:
         (an input that had one user has more now)."""
         removed = 0
         graph, seen, lone, key, live = self.graph, self.seen, self.lone, self.key, self._live
+        eff = self.effects
         done: set[Node] = set()
         i = 0
         while True:
@@ -333,8 +406,11 @@ class CSE:
             if k is None:
                 continue
             first = seen.get(k)
-            if first is None or first is n or not live(first, erased):
+            if first is None or first is n or not live(first, erased) or (
+                    eff.mutated and eff.blocked(first)):
                 seen[k] = n
+                continue
+            if eff.escaping and eff.both_escape(first, n):
                 continue
             if heap and n < first:  # the table's node comes later: it merges into n
                 seen[k] = n
@@ -345,6 +421,8 @@ class CSE:
                         heapq.heappush(nodes, u)
             n.replace_all_uses_with(first)
             graph.erase_node(n)
+            if n in eff.escaping:  # what reached the outputs through n now does through first
+                eff.escaping.update(eff.aliases_of([first]))
             if erased is not None:
                 erased.add(n)
             removed += 1
@@ -370,13 +448,16 @@ class CSE:
 def cse_classes(graph: torch.fx.Graph, owner: torch.nn.Module | None = None,
                 names: TargetNames | None = None) -> dict[Node, Node]:
     """Representative of each node merged by common-subexpression elimination (nodes that are
-    their own representative are absent). Pure nodes with the same operator target and the same
-    arguments (after mapping to representatives) form one class."""
+    their own representative are absent). Nodes with the same operator target and the same
+    arguments (after mapping to representatives) form one class when CSE may merge them (see
+    the module docstring): the same notion of equality as :func:`cse`, without changing the
+    graph."""
     return CSE(graph, owner, names).classes()
 
 
 def cse(gm: torch.fx.GraphModule | torch.fx.Graph, names: TargetNames | None = None) -> int:
-    """Merge common subexpressions of pure nodes in place; returns how many nodes were removed."""
+    """Merge common subexpressions in place (see the module docstring); returns how many nodes
+    were removed."""
     graph = gm.graph if isinstance(gm, torch.fx.GraphModule) else gm
     owner = gm if isinstance(gm, torch.fx.GraphModule) else graph.owning_module
     return CSE(graph, owner, names).merge()

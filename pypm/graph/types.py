@@ -131,9 +131,10 @@ def infer_value(node: Node, owner: torch.nn.Module | None = None) -> Any:
             # a value from another fake mode (an earlier graph): same type, same device, this mode
             with mode:
                 return torch.empty_strided(v.shape, v.stride(), dtype=v.dtype, device=v.device)
-        if not isinstance(v, torch.Tensor) and hasattr(v, "shape") and hasattr(v, "dtype"):
+        if _is_tensor_metadata(v):  # ShapeProp's record: shape, dtype and strides, no device
             with mode:
-                return torch.empty(tuple(v.shape), dtype=v.dtype, device=getattr(v, "device", "cpu"))
+                return torch.empty_strided(tuple(v.shape), tuple(v.stride), dtype=v.dtype,
+                                           device=getattr(v, "device", "cpu"))
         return v
 
     args = _map_values(args, to_meta)
@@ -189,6 +190,8 @@ def _memo_key(node: Node, args: Any, kwargs: Any) -> Any:
                 if type(d) is not int:
                     raise TypeError  # a symbolic size
             return ("T", shape, v.dtype, v.stride(), v.device)
+        if _is_tensor_metadata(v):
+            return ("M", tuple(v.shape), v.dtype, tuple(v.stride))
         if isinstance(v, (list, tuple)):
             return tuple(sig(x) for x in v)
         if isinstance(v, dict):
@@ -202,7 +205,18 @@ def _memo_key(node: Node, args: Any, kwargs: Any) -> Any:
     return key
 
 
+def _is_tensor_metadata(v: Any) -> bool:
+    """Whether a value is ShapeProp's ``TensorMetadata``: a named tuple that stands for one
+    tensor (so it is a leaf, never a sequence of values to map over or rebuild)."""
+    return isinstance(v, tuple) and type(v).__name__ == "TensorMetadata" and hasattr(v, "dtype") \
+        and hasattr(v, "shape")
+
+
 def _map_values(a: Any, f: Callable[[Any], Any]) -> Any:
+    """``f`` applied to each value in nested lists, tuples and dicts (a ``TensorMetadata`` is one
+    value)."""
+    if _is_tensor_metadata(a):
+        return f(a)
     if isinstance(a, (list, tuple)):
         return type(a)(_map_values(x, f) for x in a)
     if isinstance(a, dict):

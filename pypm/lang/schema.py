@@ -223,13 +223,117 @@ VARARG_SIZES: dict[str, int] = {
     "empty": 0, "rand": 0, "randn": 0,
 }
 
-# Impure operators: random, in-place or with side effects. Graph terms of these are equal only
-# to themselves (never merged by CSE) and a rewrite never consumes them.
+# ---------------------------------------------------------------------------------------------
+# Purity (graph side: pypm.graph.effects). Allow-lists by canonical name: an operator that is in
+# none of them is of unknown effect (it may write every tensor it is given and change global
+# state), so CSE never merges it and never merges across it. ATen operators are judged by their
+# schemas and tags instead; these lists are for torch-level graphs (symbolic_trace, dynamo).
+
+# Functions, methods and Python operators that compute a fresh value from their arguments and do
+# nothing else. Some are pure only for some arguments (``inplace=True``, ``out=``,
+# ``training=True`` for the random ones): pypm.graph.effects checks those per call.
+FUNCTIONAL = frozenset({
+    # arithmetic and pointwise math
+    "add", "sub", "rsub", "mul", "div", "floor_divide", "floordiv", "remainder", "fmod", "neg",
+    "pow", "float_power", "sqrt", "rsqrt", "square", "exp", "exp2", "expm1", "log", "log2",
+    "log10", "log1p", "reciprocal", "abs", "sign", "sgn", "signbit", "sin", "cos", "tan", "asin",
+    "acos", "atan", "atan2", "arctan2", "sinh", "cosh", "tanh", "asinh", "acosh", "atanh",
+    "sigmoid", "logit", "erf", "erfc", "erfinv", "floor", "ceil", "round", "trunc", "frac",
+    "clamp", "clamp_min", "clamp_max", "clip", "maximum", "minimum", "fmax", "fmin", "lerp",
+    "addcmul", "addcdiv", "hypot", "xlogy", "nan_to_num", "copysign", "deg2rad", "rad2deg",
+    "lgamma", "digamma", "polygamma", "i0", "sinc", "logaddexp", "logaddexp2", "heaviside",
+    "conj_physical", "angle", "polar", "complex",
+    # comparisons and logic
+    "eq", "ne", "lt", "le", "gt", "ge", "equal", "isclose", "allclose", "isnan", "isinf",
+    "isfinite", "isposinf", "isneginf", "isreal", "logical_not", "logical_and", "logical_or",
+    "logical_xor", "bitwise_not", "bitwise_and", "bitwise_or", "bitwise_xor",
+    "bitwise_left_shift", "bitwise_right_shift", "and_", "or_", "xor", "lshift", "rshift",
+    # reductions and scans
+    "sum", "mean", "nansum", "nanmean", "prod", "amax", "amin", "max", "min", "aminmax", "argmax",
+    "argmin", "var", "std", "var_mean", "std_mean", "norm", "logsumexp", "cumsum", "cumprod",
+    "cummax", "cummin", "logcumsumexp", "any", "all", "count_nonzero", "median", "nanmedian",
+    "mode", "quantile", "nanquantile", "sort", "argsort", "msort", "topk", "kthvalue", "unique",
+    "unique_consecutive", "bincount", "histc", "bucketize", "searchsorted", "nonzero",
+    "dist", "cdist", "diff",
+    # linear algebra
+    "matmul", "mm", "bmm", "mv", "dot", "vdot", "inner", "outer", "ger", "addmm", "addmv",
+    "addbmm", "baddbmm", "addr", "einsum", "tensordot", "kron", "cross", "linear", "bilinear",
+    "chain_matmul", "trace", "tril", "triu", "cholesky", "inverse", "det", "logdet",
+    # building and combining tensors (fresh results)
+    "cat", "concat", "concatenate", "stack", "hstack", "vstack", "dstack", "column_stack",
+    "where", "masked_fill", "masked_scatter", "masked_select", "index_select", "gather",
+    "scatter", "scatter_add", "scatter_reduce", "index_add", "index_copy", "index_fill",
+    "index_put", "index_reduce", "take", "take_along_dim", "put", "repeat", "repeat_interleave",
+    "tile", "flip", "fliplr", "flipud", "roll", "rot90", "clone", "fill", "block_diag",
+    "cartesian_prod", "combinations", "meshgrid", "broadcast_tensors", "atleast_1d",
+    "atleast_2d", "atleast_3d", "diag", "diag_embed", "diagflat", "vander", "cov", "corrcoef",
+    "one_hot", "pad", "constant_pad_nd",
+    # neural-network functions
+    "softmax", "log_softmax", "softmin", "relu", "relu6", "gelu", "silu", "mish", "elu", "selu",
+    "celu", "leaky_relu", "hardtanh", "hardswish", "hardsigmoid", "hardshrink", "softshrink",
+    "tanhshrink", "threshold", "softplus", "softsign", "logsigmoid", "glu", "prelu", "rrelu",
+    "layer_norm", "rms_norm", "group_norm", "batch_norm", "local_response_norm", "normalize",
+    "embedding", "scaled_dot_product_attention", "conv1d", "conv2d", "conv3d",
+    "conv_transpose1d", "conv_transpose2d", "conv_transpose3d", "avg_pool1d", "avg_pool2d",
+    "avg_pool3d", "max_pool1d", "max_pool2d", "max_pool3d", "adaptive_avg_pool1d",
+    "adaptive_avg_pool2d", "adaptive_avg_pool3d", "adaptive_max_pool1d", "adaptive_max_pool2d",
+    "adaptive_max_pool3d", "lp_pool1d", "lp_pool2d", "interpolate", "upsample", "pixel_shuffle",
+    "pixel_unshuffle", "cosine_similarity", "pairwise_distance", "pdist", "cross_entropy",
+    "nll_loss", "mse_loss", "l1_loss", "smooth_l1_loss", "huber_loss", "binary_cross_entropy",
+    "binary_cross_entropy_with_logits", "kl_div", "cosine_embedding_loss", "margin_ranking_loss",
+    "soft_margin_loss", "hinge_embedding_loss", "dropout", "alpha_dropout", "feature_alpha_dropout",
+    "dropout1d", "dropout2d", "dropout3d", "feature_dropout",
+    # sizes, strides and symbolic integers
+    "size", "dim", "ndimension", "stride", "numel", "nelement", "element_size", "is_contiguous",
+    "is_floating_point", "is_complex", "get_device", "storage_offset", "sym_int", "sym_float",
+    "sym_max", "sym_min", "sym_not", "sym_sum", "sym_ite", "_sym_sqrt", "sym_sqrt",
+    "positive_or_zero",
+    # factories of tensors with defined contents (fresh: merged like any value nobody writes)
+    "zeros", "ones", "full", "arange", "range", "linspace", "logspace", "eye", "zeros_like",
+    "ones_like", "full_like", "new_zeros", "new_ones", "new_full", "scalar_tensor",
+    "tril_indices", "triu_indices",
+})
+
+# Of those, the ones whose result may share storage with an argument: views, and ops that may
+# return their input itself (``contiguous``, ``reshape``, ``to``; dropout switched off). A value
+# that may alias a tensor some node writes is never merged.
+ALIASING = frozenset({
+    "view", "view_as", "reshape", "reshape_as", "transpose", "t", "permute", "expand",
+    "expand_as", "broadcast_to", "unsqueeze", "squeeze", "flatten", "unflatten", "ravel",
+    "contiguous", "to", "type", "type_as", "cpu", "cuda", "float", "half", "double", "bfloat16",
+    "bool", "int", "long", "getitem", "split", "split_with_sizes", "chunk", "unbind",
+    "tensor_split", "hsplit", "vsplit", "dsplit", "narrow", "select", "slice", "diagonal",
+    "movedim", "moveaxis", "as_strided", "unfold", "detach", "alias", "real", "imag",
+    "view_as_real", "view_as_complex", "resolve_conj", "resolve_neg", "conj", "positive",
+    "align_as", "adjoint", "mT", "T", "H", "mH", "data", "dropout", "alpha_dropout",
+    "feature_alpha_dropout", "dropout1d", "dropout2d", "dropout3d", "feature_dropout",
+})
+
+# Operators that change nothing but whose results are never merged: uninitialised memory,
+# tensor data read into Python values, and checks.
+OPAQUE = frozenset({
+    "empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided", "item", "tolist",
+    "numpy", "_assert", "_check", "_check_is_size", "_check_index", "_check_value",
+    "_check_type", "_check_with",
+})
+
+# Operators whose result differs from call to call. Dropout and rrelu are random only while
+# training with p > 0 (pypm.graph.effects reads their arguments).
 RANDOM = frozenset({"rand", "randn", "randint", "rand_like", "randn_like", "randint_like",
                     "bernoulli", "multinomial", "normal", "poisson", "randperm", "empty",
                     "empty_like", "native_dropout", "aten.native_dropout", "aten.bernoulli",
                     "aten.rand", "aten.randn", "aten.rand_like", "aten.randn_like",
-                    "aten.empty", "aten.empty_like"})
+                    "aten.empty", "aten.empty_like", "uniform", "exponential", "geometric",
+                    "cauchy", "log_normal", "random", "gumbel_softmax", "fractional_max_pool2d",
+                    "fractional_max_pool3d", "rrelu", "dropout1d", "dropout2d", "dropout3d",
+                    "feature_dropout", "feature_alpha_dropout", "alpha_dropout"})
+
+# Python's in-place operators (``operator.iadd``, ``x.__iadd__``) and item assignment.
+_INPLACE_OPERATORS = frozenset({
+    "iadd", "isub", "imul", "itruediv", "ifloordiv", "imod", "ipow", "imatmul", "iand", "ior",
+    "ixor", "ilshift", "irshift", "setitem", "delitem", "__iadd__", "__isub__", "__imul__",
+    "__itruediv__", "__ifloordiv__", "__imod__", "__ipow__", "__imatmul__", "__iand__",
+    "__ior__", "__ixor__", "__ilshift__", "__irshift__", "__setitem__", "__delitem__"})
 
 
 def canonical_name(name: str) -> str:
@@ -239,13 +343,14 @@ def canonical_name(name: str) -> str:
 
 
 def is_random(op: str) -> bool:
-    """True for operators whose result differs from call to call (dropout: see pypm.fx, which
-    treats it as pure when it is switched off)."""
+    """True for operators whose result differs from call to call (dropout and rrelu: see
+    pypm.graph.effects, which treats them as deterministic when they are switched off)."""
     return op in RANDOM or (op.endswith("dropout") and not op.startswith("aten.native"))
 
 
 def is_inplace(op: str) -> bool:
-    """True for in-place spellings (``add_``, ``aten.add_``, ``operator.iadd``)."""
+    """True for in-place spellings (``add_``, ``aten.add_``, ``operator.iadd``, ``x[i] = y``):
+    each writes its first argument."""
     base = op.rsplit(".", 1)[-1]
-    return (base.endswith("_") and not base.endswith("__")) or base in (
-        "iadd", "isub", "imul", "itruediv", "imatmul", "setitem")
+    return (base.endswith("_") and not base.endswith("__")) or base in _INPLACE_OPERATORS
+
