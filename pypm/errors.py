@@ -57,6 +57,15 @@ class Span:
         return f"{self.source.name}:{self.line}:{self.col}"
 
 
+def caret(span: Span, offset: int) -> str:
+    """The line of carets under a span's columns (one caret for an empty or multi-line span),
+    for a source line printed ``offset`` columns from the left margin."""
+    width = 1
+    if span.end_line == span.line and span.end_col > span.col:
+        width = span.end_col - span.col
+    return " " * (offset + span.col - 1) + "^" * width
+
+
 class PypmError(Exception):
     """Base of every error a user of pypm can cause.
 
@@ -94,10 +103,7 @@ class PypmError(Exception):
         if self.span is not None:
             text = self.span.line_text()
             if text:
-                width = 1
-                if self.span.end_line == self.span.line and self.span.end_col > self.span.col:
-                    width = self.span.end_col - self.span.col
-                out += f"\n    {text}\n    {' ' * (self.span.col - 1)}{'^' * width}"
+                out += f"\n    {text}\n{caret(self.span, 4)}"
         if self.hint:
             out += f"\n  hint: {self.hint}"
         return out
@@ -180,6 +186,6 @@ class KernelInputError(PypmError):
 __all__ = [
     "ArityError", "GuardError", "LimitError", "PatternImportError", "KernelInputError",
     "PatternSyntaxError",
-    "PypmError", "LeftRecursionError", "RewriteError", "ScopeError", "Source", "Span",
+    "PypmError", "LeftRecursionError", "caret", "RewriteError", "ScopeError", "Source", "Span",
     "UnboundError", "UnknownPatternError",
 ]

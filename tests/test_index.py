@@ -66,3 +66,31 @@ def test_index_finds_the_same_matches_as_every_node():
         got = list(match_everywhere(pdef, nodes, first_only=False))
         assert [(m.root, dict(m.bindings)) for m in got] == [(m.root, dict(m.bindings)) for m in want]
         assert len(candidates(pdef, nodes)) <= len(nodes)
+
+
+def test_the_rule_index_lists_rules_by_root_operator_in_priority_order():
+    """The driver's one candidate selector: rules that may match anywhere are tried at every
+    operator, in priority order with the others (declaration order on ties); outputs and
+    inputs are never candidate roots."""
+    import torch
+
+    from pypm.graph.cse import TargetNames
+    from pypm.rewrite import rule, rule_index
+
+    def body(x):
+        return None
+
+    soft_low = rule(NS.Soft, name="soft-low", priority=0)(body)
+    anywhere = rule(NS.Any, name="anywhere", priority=5)(body)
+    soft_high = rule(NS.Soft, name="soft-high", priority=9)(body)
+    viewed = rule(NS.Viewed, name="viewed", priority=5)(body)
+    index = rule_index([soft_low, anywhere, soft_high, viewed])
+    names = [r.name for r in index.for_op("softmax")]
+    assert names == ["soft-high", "anywhere", "soft-low"]
+    assert [r.name for r in index.for_op("neg")] == ["anywhere", "viewed"]
+    assert [r.name for r in index.for_op("tanh")] == ["anywhere"]
+
+    gm = torch.fx.symbolic_trace(lambda x: torch.softmax(torch.tanh(x), -1))
+    tn = TargetNames(gm)
+    assert [n.name for n in rule_index([soft_low]).candidates(gm.graph.nodes, tn)] == ["softmax"]
+    assert [n.name for n in index.candidates(gm.graph.nodes, tn)] == ["tanh", "softmax"]

@@ -24,10 +24,10 @@ from .effects import (
     PLAIN_MODULES,
     VIEW,
     Effect,
-    GraphEffects,
     TargetEffect,
     target_effect,
 )
+from .graph_effects import GraphEffects
 from .names import DTYPE_METHODS, MODULES, callable_key, is_torch_callable, submodule, target_name
 
 Node = torch.fx.Node

@@ -67,16 +67,29 @@ def has_types(graph: torch.fx.Graph) -> bool:
 
 def propagate_types(gm: torch.fx.GraphModule, example_inputs: Iterable[Any]) -> None:
     """Record ``meta["val"]`` on every node by running the graph on fake tensors made from the
-    example inputs (real tensors or fake ones; symbolic sizes stay symbolic)."""
+    example inputs (real tensors or fake ones; symbolic sizes stay symbolic; ``requires_grad``
+    kept)."""
     from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
     from torch.fx.passes.fake_tensor_prop import FakeTensorProp
+
+    class Prop(FakeTensorProp):
+        """FakeTensorProp records detached values; a value that requires grad keeps saying so
+        here (the gradient check of a rewrite reads it)."""
+
+        def run_node(self, n: Node) -> Any:
+            result = super().run_node(n)
+            val = n.meta.get("val")
+            if (isinstance(result, torch.Tensor) and result.requires_grad
+                    and isinstance(val, torch.Tensor) and not val.requires_grad):
+                n.meta["val"] = val.requires_grad_(True)
+            return result
 
     inputs = list(example_inputs)
     mode = next((a.fake_mode for a in inputs if isinstance(a, FakeTensor)), None)
     if mode is None:
         mode = FakeTensorMode(allow_non_fake_inputs=True)
         inputs = [mode.from_tensor(a) if isinstance(a, torch.Tensor) else a for a in inputs]
-    FakeTensorProp(gm, mode).propagate_dont_convert_inputs(*inputs)
+    Prop(gm, mode).propagate_dont_convert_inputs(*inputs)
 
 
 def infer_value(node: Node, owner: torch.nn.Module | None = None) -> Any:

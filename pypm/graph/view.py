@@ -17,7 +17,7 @@ import torch.fx
 
 from ..lang import schema
 from ..lang.analysis import call_of, fits, reads_types, resolve, root_ops, skeleton
-from ..lang.match import Interpreter, Match
+from ..lang.match import Match
 from ..lang.terms import TermView
 from .args import aten_place, normalise_dims, place, positional_names
 from .cse import TargetNames, cse_classes
@@ -285,7 +285,7 @@ def match_graph(pattern: Any, graph: torch.fx.Graph | torch.fx.GraphModule,
                           NoShapesWarning, stacklevel=3)
     view = GraphView(graph)
     sigma = {k: view.value(v) for k, v in bound.items()}
-    from ..lang.fastmatch import Compiler, all_results
+    from ..lang.fastmatch import Compiler, every_result
 
     call = call_of(definition)
     matcher = Compiler(program).compile(call)
@@ -295,10 +295,7 @@ def match_graph(pattern: Any, graph: torch.fx.Graph | torch.fx.GraphModule,
         t = view.term(node)
         if not fits(t, sk):
             continue
-        try:
-            results = all_results(matcher, t, dict(sigma))
-        except RecursionError:  # a very deep term: the generator interpreter has no such limit
-            results = list(Interpreter(program).run(call, t, dict(sigma)))
+        results = every_result(matcher, program, call, t, sigma)
         seen: list[Match] = []
         for s, region in results:
             m = Match(s, region, t, definition.name)

@@ -78,26 +78,12 @@ from .syntax import (
     Wild,
 )
 
-# dtypes that may be written bare in patterns and guards (`float16`) as well as `torch.float16`.
-DTYPE_NAMES = ("float16", "bfloat16", "float32", "float64", "half", "int8", "int16", "int32",
-               "int64", "uint8", "complex64", "complex128", "float8_e4m3fn", "float8_e5m2")
 _NAMESPACES = ("torch", "F", "aten", "nn", "functional", "prims", "Tensor", "ops")
 _BINOPS = {"@": "matmul", "/": "div", "*": "mul", "+": "add", "-": "sub", "//": "floor_divide",
            "%": "remainder", "**": "pow"}
 _CONSTANTS = {"None": None, "True": True, "False": False}
 _RESERVED = frozenset({"_", "fail", "exists", "then", "None", "True", "False", "Op"})
 _ANNOTATIONS = (None, "Op", "pypm.Op", "Tensor", "torch.Tensor", "Any")
-
-
-def dtype_value(name: str) -> Any:
-    """``float16``/``torch.float16`` → ``torch.float16``; None for other names."""
-    bare = name[len("torch."):] if name.startswith("torch.") else name
-    if bare not in DTYPE_NAMES and not name.startswith("torch."):
-        return None
-    import torch
-
-    d = getattr(torch, bare, None)
-    return d if isinstance(d, torch.dtype) else None
 
 
 @dataclass
@@ -281,7 +267,7 @@ class _Desugar:
             case SCall():
                 return self._call(e)
             case SAttr(_, attr):
-                dt = dtype_value(dotted(e) or "")
+                dt = schema.dtype_named(dotted(e) or "")
                 if dt is not None:
                     return Lit(dt, span=sp)
                 raise self.err(PatternSyntaxError, f"attribute `.{attr}` outside a guard", sp,
@@ -304,7 +290,7 @@ class _Desugar:
         if name in s.dims:
             raise self.err(ScopeError, f"`{name}` names a dimension of `{s.dims[name][0]}.shape`;"
                            " it can be used in guards only", sp)
-        dt = dtype_value(name)
+        dt = schema.dtype_named(name)
         if dt is not None:
             return Lit(dt, span=sp)
         if name in s.patterns:
@@ -474,7 +460,7 @@ class _Desugar:
             case SName(name) if s.in_scope(name):
                 return GName(name, span=sp)
             case SName(name):
-                dt = dtype_value(name)
+                dt = schema.dtype_named(name)
                 if dt is not None:
                     return GConst(dt, span=sp)
                 raise self.err(ScopeError, f"guard uses unknown name `{name}`", sp,
@@ -495,7 +481,7 @@ class _Desugar:
                 return GCompare(self.guard(first), tuple((op, self.guard(r)) for op, r in rest),
                                 span=sp)
             case SAttr(obj, attr):
-                dt = dtype_value(dotted(e) or "")
+                dt = schema.dtype_named(dotted(e) or "")
                 if dt is not None:
                     return GConst(dt, span=sp)
                 if attr not in ALLOWED_ATTRS:
@@ -567,4 +553,4 @@ def core_depth(p: Pattern) -> int:
     return depth
 
 
-__all__ = ["DTYPE_NAMES", "Scope", "core_depth", "desugar", "dtype_value"]
+__all__ = ["Scope", "core_depth", "desugar"]

@@ -25,6 +25,7 @@ from typing import Any
 
 from .check import call_edges
 from .guards import GuardEvalError, evaluate, truth
+from .match import Interpreter
 from .syntax import (
     Alt,
     Call,
@@ -307,4 +308,35 @@ def all_results(matcher: Matcher, v: Any, sigma: Subst) -> list[tuple[Subst, tup
     return out
 
 
-__all__ = ["Compiler", "Matcher", "all_results"]
+def feed(matcher: Matcher, program: Program, call: Pattern, v: Any, sigma: Subst,
+         accept: Callable[[Subst, tuple[Any, ...]], bool], restart: Callable[[], None]) -> None:
+    """Give ``accept`` each result of ``call`` on ``v`` in order, until it returns True. The
+    compiled ``matcher`` recurses in Python; on a term too deep for the interpreter's stack, the
+    match starts over in the generator interpreter (:class:`~pypm.lang.match.Interpreter`,
+    which has no such limit, and gives the same results in the same order), after ``restart``
+    has let the caller forget the results it was given."""
+    try:
+        matcher(v, dict(sigma), accept)
+        return
+    except RecursionError:
+        pass
+    restart()
+    for s, region in Interpreter(program).run(call, v, dict(sigma)):
+        if accept(s, region):
+            return
+
+
+def every_result(matcher: Matcher, program: Program, call: Pattern, v: Any,
+                 sigma: Subst) -> list[tuple[Subst, tuple[Any, ...]]]:
+    """Every result of ``call`` on ``v``, in order (:func:`feed`: deep terms included)."""
+    out: list[tuple[Subst, tuple[Any, ...]]] = []
+
+    def collect(s: Subst, region: tuple[Any, ...]) -> bool:
+        out.append((s, region))
+        return False
+
+    feed(matcher, program, call, v, sigma, collect, out.clear)
+    return out
+
+
+__all__ = ["Compiler", "Matcher", "all_results", "every_result", "feed"]

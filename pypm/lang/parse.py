@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LimitError, PatternSyntaxError, PypmError, ScopeError, Source, Span
-from .desugar import DTYPE_NAMES, desugar, dtype_value
+from .desugar import desugar
 from .limits import MAX_NESTING, MAX_STATEMENT_TOKENS, MAX_STRING_CHARS
 from .surface import SDef, SImport, SModule, ToSurface
 from .syntax import Definition
@@ -433,5 +433,5 @@ def parse_module(text: str, filename: str = "<string>", *, line_offset: int = 0,
     return desugar_module(surface, known_patterns=known_patterns, errors=errors)
 
 
-__all__ = ["DTYPE_NAMES", "EXAMPLES", "MISTAKES", "ParsedModule", "SDef", "SImport", "desugar_module",
-           "dtype_value", "parse_module", "parse_surface", "text_of"]
+__all__ = ["EXAMPLES", "MISTAKES", "ParsedModule", "SDef", "SImport", "desugar_module", "parse_module",
+           "parse_surface", "text_of"]

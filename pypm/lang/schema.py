@@ -354,3 +354,23 @@ def is_inplace(op: str) -> bool:
     base = op.rsplit(".", 1)[-1]
     return (base.endswith("_") and not base.endswith("__")) or base in _INPLACE_OPERATORS
 
+
+# dtypes that may be written bare in patterns and guards (`float16`) as well as `torch.float16`.
+DTYPE_NAMES = ("float16", "bfloat16", "float32", "float64", "half", "int8", "int16", "int32",
+               "int64", "uint8", "complex64", "complex128", "float8_e4m3fn", "float8_e5m2")
+
+
+def dtype_named(name: str, *, bare: bool = True) -> Any:
+    """The torch dtype a name denotes: ``torch.float16``, and with ``bare`` one of
+    :data:`DTYPE_NAMES` written alone (``float16``); None for any other name. torch is imported
+    only for a name that may be a dtype."""
+    if name.startswith("torch."):
+        short = name[len("torch."):]
+    elif bare and name in DTYPE_NAMES:
+        short = name
+    else:
+        return None
+    import torch
+
+    d = getattr(torch, short, None)
+    return d if isinstance(d, torch.dtype) else None

@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from ..errors import PatternSyntaxError, Source, Span
+from .schema import dtype_named
 
 
 class TermView:
@@ -88,7 +89,7 @@ class Term(TermView):
         self.op = op
         self.args = tuple(tuple(a) if isinstance(a, list) else a for a in args)
         self._shape = None if shape is None else tuple(shape)
-        self._dtype = _dtype_of(dtype) if isinstance(dtype, str) else dtype
+        self._dtype = (dtype_named(dtype) or dtype) if isinstance(dtype, str) else dtype
         self._device = device
         self._hash = hash((op, len(self.args), tuple(_hash_value(a) for a in self.args)))
 
@@ -120,14 +121,6 @@ class Term(TermView):
 
     def __repr__(self) -> str:
         return show_value(self)
-
-
-def _dtype_of(name: str) -> Any:
-    """``"float16"`` or ``"torch.float16"`` → ``torch.float16`` (unknown names stay strings)."""
-    import torch
-
-    d = getattr(torch, name[len("torch."):] if name.startswith("torch.") else name, None)
-    return d if isinstance(d, torch.dtype) else name
 
 
 def _hash_value(v: Any) -> int:
@@ -199,16 +192,6 @@ _TOKEN = re.compile(r"""
 """, re.VERBOSE)
 
 
-def _dtype_literal(name: str) -> Any:
-    """``torch.float16`` as a literal (None when torch has no such dtype)."""
-    if not name.startswith("torch."):
-        return None
-    import torch
-
-    d = getattr(torch, name[len("torch."):], None)
-    return d if isinstance(d, torch.dtype) else None
-
-
 def parse(text: str, *, source: str = "<term>") -> Any:
     """Read a value: bare names are 0-ary terms, ``f(...)`` terms; numbers, strings, ``None``,
     ``True``/``False``, tuples ``(a, b)`` and lists ``[a, b]`` are literals; ``torch.float16`` is
@@ -271,7 +254,7 @@ def parse(text: str, *, source: str = "<term>") -> Any:
                 arg = value()
                 expect(")")
                 return float(arg)
-            dt = _dtype_literal(text_)
+            dt = dtype_named(text_, bare=False)
             if dt is not None:
                 return dt
             args: list[Any] = []

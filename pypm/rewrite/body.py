@@ -1,40 +1,32 @@
-"""Running a rule body: trace the replacement in front of the root on proxies, check what it
-added (what ``graph.lint()`` would, and the root's shape and dtype), then commit it."""
+"""Running a rule body: the replacement is traced in front of the root on proxies, inside a
+:class:`Scratch` that undoes everything the body did unless the replacement is kept. The
+checks of what the body built live in :mod:`pypm.rewrite.checks`.
+
+A body may decline (None, :class:`~pypm.rewrite.rule.Decline`), fail (a torch error on the
+proxies: the match is skipped with the error as the reason, so that one rule's gap never stops
+a compilation), or break its contract: change nodes that were there before it ran, which is a
+:class:`~pypm.errors.RewriteError` naming the rule (the graph is put back first).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import traceback
+from collections.abc import Iterable
+from dataclasses import dataclass
+from types import TracebackType
 from typing import Any
 
 import torch
 import torch.fx
 
 from ..errors import PypmError, RewriteError
-from ..graph.names import fetch_attr
-from ..graph.types import infer_value, meta_value, size_value
-from ..graph.view import FxTerm, GraphView, ParamTerm
+from ..graph.view import FxTerm, ParamTerm
 from ..lang.match import Match
+from .outcome import Skipped
+from .report import Hazard, SkipKind
 from .rule import Decline, Rule
-from .safety import region_nodes
 
 Node = torch.fx.Node
-
-
-def new_nodes(marker: Node, root: Node) -> list[Node]:
-    """Nodes inserted between ``marker`` and ``root`` (what a rule body created), in order."""
-    out = []
-    n = marker.next
-    while n is not root:
-        out.append(n)
-        n = n.next
-    return out
-
-
-def remove_nodes(nodes: Sequence[Node]) -> None:
-    for n in reversed(nodes):
-        if not n.users:
-            n.graph.erase_node(n)
-
 
 # Argument types a body's torch call passes to the new node as they are.
 _PLAIN_ARGS = frozenset({int, float, bool, str, type(None), torch.dtype, torch.device, torch.layout,
@@ -120,119 +112,135 @@ def _argument(v: Any, tracer: Any, graph: torch.fx.Graph) -> Any:
     return v
 
 
-def run_body(rule: Rule, match: Match, root: Node) -> tuple[Node | None, str | None]:
-    """Run the rule body in front of the root. Returns (replacement node, None), or (None, the
-    reason it declined). Nodes the body created are removed again when it declines."""
+class Scratch:
+    """The graph around one body run: records the nodes the body creates and the arguments of
+    the existing nodes it could reach (the root, the region, the bound values, their users, the
+    graph's output), so that :meth:`edits` can tell whether it changed them and leaving the
+    ``with`` block without :meth:`keep` puts the graph back exactly as it was."""
+
+    def __init__(self, root: Node, reachable: Iterable[Node]):
+        self.root = root
+        self.graph = root.graph
+        self.marker = root.prev
+        self.length = len(self.graph.nodes)
+        output = next(iter(reversed(self.graph.nodes)))
+        core = dict.fromkeys([root, *reachable, output])
+        self.counts = [(n, len(n.users)) for n in core]
+        watched = dict(core)
+        for n in core:
+            watched.update(n.users)
+        self.saved = [(n, n.args, n.kwargs) for n in watched]
+        self.created: list[Node] = []
+        self.module = self.graph.owning_module
+        self.hooked = isinstance(getattr(self.module, "_create_node_hooks", None), list)
+        self.kept = False
+
+    def __enter__(self) -> Scratch:
+        if self.hooked:
+            self.module._create_node_hooks.append(self.created.append)  # type: ignore[union-attr]
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self.hooked:
+            self.module._create_node_hooks.remove(self.created.append)  # type: ignore[union-attr]
+        if not self.kept:
+            self.undo()
+
+    def keep(self) -> None:
+        """Keep what the body built (the replacement passed every check)."""
+        self.kept = True
+
+    def new(self) -> list[Node]:
+        """The live nodes the body created, in graph order."""
+        if self.hooked:
+            return [n for n in self.created if not getattr(n, "_erased", False)]
+        out, n = [], self.marker.next
+        while n is not self.root and n.op != "root":
+            out.append(n)
+            n = n.next
+        return out
+
+    def edits(self) -> str | None:
+        """How the body changed a node that existed before it ran, in words, or None."""
+        new = self.new()
+        for n, args, kwargs in self.saved:
+            if n.args is not args or n.kwargs is not kwargs or n._erased:
+                what = "the graph's output" if n.op == "output" else f"%{n.name}"
+                if n._erased:
+                    return f"erased {what}"
+                return f"changed the arguments of {what} (replace_all_uses_with, or an edit of node.args)"
+        fresh = set(new)
+        for n, count in self.counts:
+            if len(n.users) - sum(1 for u in n.users if u in fresh) != count:
+                return f"changed which nodes use %{n.name}"
+        if len(self.graph.nodes) != self.length + len(new):
+            return "added or removed nodes away from the root"
+        return None
+
+    def undo(self) -> None:
+        """Put back the arguments of the nodes the body changed and erase what it created."""
+        for n, args, kwargs in self.saved:
+            if not getattr(n, "_erased", False) and (n.args is not args or n.kwargs is not kwargs):
+                n.args, n.kwargs = args, kwargs
+        for n in reversed(self.new()):
+            if not n.users:
+                self.graph.erase_node(n)
+
+
+@dataclass(frozen=True)
+class Built:
+    """What a body built: the replacement node (new, or an existing value it returned)."""
+
+    out: Node
+
+
+_SCALARS = (int, float, bool, complex)
+
+
+def run_body(rule: Rule, match: Match, root: Node, scratch: Scratch) -> Built | Skipped:
+    """Run the rule body in front of the root, inside ``scratch``: the replacement, or why the
+    match is skipped. A body that edits existing nodes is a RewriteError naming the rule."""
     graph = root.graph
-    marker = root.prev
     tracer = _BodyTracer(graph)
     with graph.inserting_before(root):
         kwargs = {p: _argument(match.bindings.get(p), tracer, graph) for p in rule.params}
         try:
             out = rule.fn(**kwargs)
         except Decline as d:
-            remove_nodes(new_nodes(marker, root))
-            return None, str(d) or "the rule declined"
+            out = Skipped(SkipKind.DECLINED, str(d) or "the rule declined")
         except PypmError:
-            remove_nodes(new_nodes(marker, root))
             raise
-        except Exception as e:
-            remove_nodes(new_nodes(marker, root))
-            raise RewriteError(f"rule {rule.name} failed at %{root.name}: {type(e).__name__}: {e}",
-                               rule.span, pattern=rule.name) from e
+        except Exception as e:  # a torch error on the proxies, a value the body did not expect
+            out = Skipped(SkipKind.FAILED, f"the rule raised {type(e).__name__}: {e}{_where(rule, e)}")
+    edit = scratch.edits()
+    if edit is not None:
+        raise RewriteError(f"rule {rule.name} {edit} at %{root.name}: a rule body may only build new "
+                           "nodes (return the replacement; the pass rewires the users)",
+                           rule.span, pattern=rule.name)
+    if isinstance(out, Skipped):
+        return out
     if isinstance(out, torch.fx.Proxy):
         out = out.node
     if out is None:
-        remove_nodes(new_nodes(marker, root))
-        return None, "the rule returned None"
+        return Skipped(SkipKind.DECLINED, "the rule returned None")
+    if isinstance(out, _SCALARS):
+        return Skipped.unsafe(Hazard.TYPE, f"the rule returned the Python {type(out).__name__} "
+                              f"{out!r}, not a tensor")
     if not isinstance(out, Node):
-        remove_nodes(new_nodes(marker, root))
         raise RewriteError(f"rule {rule.name} returned {type(out).__name__}, not a graph value",
                            rule.span, pattern=rule.name)
-    return out, None
+    return Built(out)
 
 
-def lint_new(rule: Rule, new: list[Node], out: Node, root: Node,
-              owner: torch.nn.Module | None) -> bool:
-    """``graph.lint()``'s checks on what a rewrite adds: each new node belongs to the graph and
-    takes only live nodes of the graph defined before it, and its attribute and module targets
-    exist. Nothing else can break them: the root's users follow the replacement (it is
-    inserted in front of the root), CSE keeps the first of equal nodes, and erasing checks
-    users. Raises RewriteError naming the rule; returns False where this torch's nodes have
-    no order to check against (the pass then lints the whole graph)."""
-    graph = root.graph
-    # (user, input) pairs: every input of a new node, and the replacement as the root's stand-in.
-    for user, a in [(n, a) for n in new for a in n._input_nodes] + [(root, out)]:
-        what = f"%{user.name}" if user is not root else f"the replacement of %{root.name}"
-        if a.graph is not graph or getattr(a, "_erased", False):
-            raise RewriteError(f"rule {rule.name} built {what} on %{a.name}, which is not a live "
-                               "node of this graph (a proxy kept from another rewrite?)",
-                               rule.span, pattern=rule.name)
-        try:
-            before = a < user
-        except TypeError:  # nodes without an order (older torch)
-            return False
-        if not before:
-            raise RewriteError(f"rule {rule.name} built {what} on %{a.name}, which comes after "
-                               "it in the graph", rule.span, pattern=rule.name)
-    for n in new:
-        if n.op in ("get_attr", "call_module") and owner is not None:
-            if fetch_attr(owner, str(n.target)) is None:
-                raise RewriteError(f"rule {rule.name} built %{n.name} on {n.op} {n.target!r}, "
-                                   "which the module does not have", rule.span, pattern=rule.name)
-    return True
+def _where(rule: Rule, e: BaseException) -> str:
+    """`` (at file:line)``: the innermost frame of the error in the rule's own file."""
+    file = rule.span.file if rule.span is not None else None
+    line = None
+    for frame in traceback.extract_tb(e.__traceback__):
+        if frame.filename == file:
+            line = frame.lineno
+    return f" (at {file}:{line})" if line is not None else ""
 
 
-def _show_type(v: Any) -> str:
-    shape = tuple(size_value(s) for s in v.shape) if hasattr(v, "shape") else None
-    return f"{getattr(v, 'dtype', '?')}{list(shape) if shape is not None else ''}"
-
-
-def type_check(new: list[Node], out: Node, root: Node) -> str | None:
-    """Give new nodes example values and compare the replacement's type with the root's."""
-    owner = root.graph.owning_module
-    key = "val" if "val" in root.meta or "example_value" not in root.meta else "example_value"
-    for n in new:
-        if meta_value(n) is None:
-            try:
-                val = infer_value(n, owner)
-            except Exception as e:
-                return f"the replacement fails on the example values: {type(e).__name__}: {e}"
-            if val is not None:
-                n.meta[key] = val
-    want, got = meta_value(root), meta_value(out)
-    if want is not None and not hasattr(want, "shape"):
-        return "the root's value is not a tensor, so the replacement cannot be checked"
-    if want is None:
-        return "the graph has no shape information to check the replacement against " \
-               "(pass example_inputs to RewritePass.apply)"
-    if got is None or not hasattr(got, "shape"):
-        return "could not compute the replacement's shape (it is not a tensor)"
-    ws, gs = tuple(want.shape), tuple(got.shape)
-    if want.dtype == got.dtype and ws == gs and all(type(d) is int for d in ws):
-        return None  # static shapes (the common case): no sympy
-    from ..lang.guards import eq3
-
-    ws = tuple(size_value(s) for s in ws)
-    gs = tuple(size_value(s) for s in gs)
-    if eq3(ws, gs) is not True or want.dtype != got.dtype:
-        return f"the replacement has type {_show_type(got)} but the root has {_show_type(want)}"
-    return None
-
-
-def commit(out: Node, root: Node, match: Match, view: GraphView, erased: set[Node]) -> None:
-    """Rewire the root's users to the replacement and remove the dead region."""
-    for k in ("stack_trace", "nn_module_stack", "source_fn_stack"):
-        if k in root.meta and k not in out.meta:
-            out.meta[k] = root.meta[k]
-    root.replace_all_uses_with(out)
-    region = region_nodes(match)
-    changed = True
-    while changed:
-        changed = False
-        for n in region:
-            if n not in erased and not n.users:
-                n.graph.erase_node(n)
-                view.forget(n)
-                erased.add(n)
-                changed = True
+__all__ = ["BodyProxy", "Built", "Scratch", "run_body"]

@@ -21,7 +21,8 @@ from typing import Any
 import torch
 import torch.fx
 
-from ..errors import PypmError
+from ..errors import PypmError, caret
+from ..graph.graph_effects import Writers
 from ..graph.names import node_source
 from ..graph.types import has_types, propagate_types
 from ..graph.view import GraphView
@@ -29,8 +30,9 @@ from ..lang.analysis import call_of, resolve, root_ops
 from ..lang.match import Interpreter, Match
 from ..lang.syntax import Guard, Op, OpVar, Pattern, guard_free_vars, show, show_guard
 from ..lang.terms import TermView
+from .index import RootIndex
 from .report import show_binding
-from .safety import unsafe_reason
+from .safety import check_region
 
 Node = torch.fx.Node
 
@@ -72,10 +74,8 @@ class Failure:
         span = getattr(self.pattern, "span", None)
         if span is not None and span.line_text():
             text = span.line_text()
-            indent = len(text) - len(text.lstrip())
-            width = span.end_col - span.col if span.end_line == span.line and span.end_col > span.col else 1
-            pad = len(f"      pattern {span.file}:{span.line}: ") + span.col - 1 - indent
-            out += "\n" + " " * pad + "^" * width
+            indent = len(text) - len(text.lstrip())  # `where` shows the line stripped
+            out += "\n" + caret(span, len(f"      pattern {span.file}:{span.line}: ") - indent)
         return out
 
 
@@ -210,9 +210,12 @@ class Explanation:
 
 
 def explain_root(program: Any, definition: Any, view: GraphView, node: Node,
-                 sigma: dict[str, Any] | None = None) -> RootExplanation:
+                 sigma: dict[str, Any] | None = None, writers: Writers | None = None) -> RootExplanation:
     """Match a definition at one node: the first safe match (as the rewriter would take it), else
-    the first match with its safety problem, else the deepest failure."""
+    the first match with its safety problem, else the deepest failure. ``writers``: the graph's
+    writing nodes, when the caller has them (found here otherwise)."""
+    if writers is None:
+        writers = Writers(view.graph, view.names.effect, view.names.kinds)
 
     term = view.term(node)
     interp = DeepestFailure(program, term)
@@ -220,7 +223,8 @@ def explain_root(program: Any, definition: Any, view: GraphView, node: Node,
     for out, region in interp.run(call_of(definition), term, dict(sigma or {})):
         m = Match(out, region, term, definition.name)
         bindings = {k: show_binding(v) for k, v in out.items() if k in definition.params}
-        unsafe = unsafe_reason(m, node, view.owner, view.rep)
+        hazard = check_region(m, node, view.owner, view.rep, writers, view.names)
+        unsafe = None if hazard is None else hazard[1]
         if unsafe is None:  # the rewriter would take this one
             return RootExplanation(node.name, node_source(node), True, None, None, bindings)
         first_unsafe = first_unsafe or RootExplanation(node.name, node_source(node), True, unsafe,
@@ -244,10 +248,12 @@ def explain(pattern: Any, graph: torch.fx.GraphModule | torch.fx.Graph,
     sigma = {k: view.value(v) for k, v in bound.items()}
     ops = root_ops(program, call_of(definition))
     roots = []
-    for n in view.candidates(ops):
+    writers = Writers(view.graph, view.names.effect, view.names.kinds)
+    index = RootIndex([(definition.name, ops)])
+    for n in index.candidates((n for n in view.graph.nodes if n not in view.rep), view.op_name):
         if node is not None and n.name != node:
             continue
-        roots.append(explain_root(program, definition, view, n, sigma))
+        roots.append(explain_root(program, definition, view, n, sigma, writers))
     return Explanation(definition.name, None if ops is None else tuple(sorted(ops)), tuple(roots))
 
 
