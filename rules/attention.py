@@ -30,7 +30,9 @@ What the replacement must keep, beyond rounding (:func:`check_casts`, :func:`_pl
   (``empty_rows_nan``); torch's SDPA gives 0, so its result gets those rows set to NaN, and a
   graph that needs gradients through a mask that may empty a row is left alone there (the
   written-out gradients are NaN, SDPA's are not);
-* NaN and inf: a scale that is not a finite number is declined; on the CPU, torch's SDPA loses a
+* NaN and inf: a boolean mask replaces the scores it hides, even NaN and inf ones, where torch's
+  attention ops add -inf (NaN stays NaN): off the fused path it is declined (``is_causal``
+  fills and is kept); a scale that is not a finite number is declined; on the CPU, torch's SDPA loses a
   NaN query row when there are fewer than 16 keys, so the result adds ``0 · max|q|`` per row
   (NaN exactly where the row of q is not finite) unless the key length is known to be ≥ 16;
 * gradients: every input that requires grad keeps its gradient: a scale tensor is applied to q,
@@ -353,18 +355,22 @@ def attention(q, k, v, mul_by, div_by, mul_after, div_after, causal, mask, keep,
         raise Decline(f"the mask fills {fill_value!r}, not -inf: masked scores keep a weight "
                       "where the kept ones are lower, which only pypm::attention reproduces, and "
                       "it is not used here")
+    if mask is not None or keep is not None:
+        raise Decline(HIDDEN_NON_FINITE)
     if _requires_grad(q, k, v, bias):
         raise Decline("a row the mask empties is NaN when written out, and so are the gradients "
                       "through it; torch's SDPA gives 0 there and no pypm::attention is used here, "
                       "so a graph that needs gradients is left as it is")
-    if mask is not None:
-        empty = mask.all(-1, keepdim=True)
-    elif keep is not None:
-        empty = torch.logical_not(keep.any(-1, keepdim=True))
-    else:
-        empty = torch.isneginf(bias).all(-1, keepdim=True)
+    empty = torch.isneginf(bias).all(-1, keepdim=True)
     return _attend(q, k, v, attn_mask=attend, scale=scale, fused=False, empty=empty,
                    nan_rows=nan_rows)
+
+
+# Why a boolean mask is not handed to torch's attention ops.
+HIDDEN_NON_FINITE = (
+    "the boolean mask replaces the scores it hides, NaN and inf included (a non-finite key, or "
+    "a score that overflows); torch's attention ops add -inf to them instead, so such a score "
+    "would still reach the output, and pypm::attention, which replaces them, is not used here")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -452,15 +458,10 @@ def cpu_unsuitable(q: Any, k: Any, v: Any, mask: Any) -> str | None:
     return None
 
 
-def _cpu_mask(mask: Any, kind: str, q: Any) -> Any:
-    """The mask as the CPU op takes it: 2-d or 4-d, additive, in the query's dtype. ``kind`` says
-    what the bound mask is: "mask" (boolean, True masks out), "keep" (boolean, True keeps) or
-    "bias" (additive)."""
+def _cpu_mask(mask: Any, q: Any) -> Any:
+    """An additive mask as the CPU op takes it: 2-d or 4-d, in the query's dtype."""
     qv, mv = _val(q), _val(mask)
-    if kind != "bias":
-        zero, ninf = _scalar_tensor(0.0, q), _scalar_tensor(float("-inf"), q)
-        mask = aten.where.self(mask, zero, ninf) if kind == "keep" else aten.where.self(mask, ninf, zero)
-    elif mv.dtype != qv.dtype:
+    if mv.dtype != qv.dtype:
         mask = torch.ops.prims.convert_element_type.default(mask, qv.dtype)
     for _ in range(0 if mv.dim() in (2, 4) else 4 - mv.dim()):
         mask = aten.unsqueeze.default(mask, 0)
@@ -483,16 +484,12 @@ def _fill_value(fill: Any) -> float | None:
     return float(fill)
 
 
-def _aten_empty_rows(given: Any, kind: str) -> Any:
-    """True on the rows a mask empties (every key masked out), in ATen ops that inductor lowers in
-    a post-grad graph (min/max over the keys of the mask as 0/1 floats): ``kind`` is "mask"
-    (True masks out), "keep" (True keeps) or "bias" (additive, -inf masks out)."""
+def _aten_empty_rows(bias: Any) -> Any:
+    """True on the rows an additive mask empties (-inf on every key), in ATen ops that inductor
+    lowers in a post-grad graph (the minimum over the keys of a 0/1 float)."""
     convert = torch.ops.prims.convert_element_type.default
-    if kind == "keep":
-        kept = aten.amax.default(convert(given, torch.float32), [-1], True)
-        return aten.eq.Scalar(kept, 0.0)
-    out = given if kind == "mask" else aten.eq.Scalar(given, -math.inf)
-    return aten.eq.Scalar(aten.amin.default(convert(out, torch.float32), [-1], True), 1.0)
+    hidden = aten.eq.Scalar(bias, -math.inf)
+    return aten.eq.Scalar(aten.amin.default(convert(hidden, torch.float32), [-1], True), 1.0)
 
 
 @rule(AttentionAten, name="attention-aten", priority=10)
@@ -539,6 +536,8 @@ def attention_aten(q, k, v, mul_by, div_by, mul_after, div_after, causal, mask, 
         raise Decline(f"the mask fills {fill_value!r}, not -inf: masked scores keep a weight "
                       "where the kept ones are lower, which only pypm::attention reproduces, and "
                       f"it does not fit here ({why_not_fused})")
+    if not fused and kind != "bias" and not is_causal and given is not None:
+        raise Decline(HIDDEN_NON_FINITE)
     why_not_cpu = None if fused else cpu_unsuitable(q, k, v, given)
     if why_not_cpu is not None:
         raise Decline(f"no attention op fits: pypm::attention: {why_not_fused}; "
@@ -552,7 +551,7 @@ def attention_aten(q, k, v, mul_by, div_by, mul_after, div_after, causal, mask, 
     elif fused:
         attn_mask = aten.logical_not.default(mask) if mask is not None else given
     else:
-        attn_mask = _cpu_mask(given, kind, q)
+        attn_mask = _cpu_mask(given, q)
     nan_rows = not fused and _keep_nan_rows(q, k)
     nan = _scalar_tensor(math.nan, q) if may_empty and not fused else None
     q, scale = _aten_scale(q, mul_by if after is None else mul_after,
@@ -566,7 +565,7 @@ def attention_aten(q, k, v, mul_by, div_by, mul_after, div_after, causal, mask, 
             q, k, v, 0.0, is_causal, attn_mask=attn_mask, scale=scale)
         out = operator.getitem(res, 0)
         if may_empty:
-            out = aten.where.self(_aten_empty_rows(given, kind), nan, out)
+            out = aten.where.self(_aten_empty_rows(given), nan, out)
         if nan_rows:
             row = aten.amax.default(aten.abs.default(q), [-1], True)
             out = aten.add.Tensor(out, aten.mul.Tensor(row, 0.0))
