@@ -336,14 +336,18 @@ class Writers:
     """The nodes of one graph that may write a tensor (``MUTATE`` and ``UNKNOWN`` nodes), in
     graph order, found once per pass and extended with the nodes rewrites insert (rule bodies
     may write their own temporaries). ``effect`` gives a node's effect; ``kinds``, when given,
-    the faster walk of :class:`GraphEffects`."""
+    the faster walk of :class:`GraphEffects`; ``found``, when given, the writers already known
+    (:attr:`GraphEffects.writers`), so that the graph is not walked again."""
 
     def __init__(self, graph: torch.fx.Graph, effect: Callable[[Node], Effect],
-                 kinds: Callable[[torch.fx.Graph], Iterable[tuple[Node, int]]] | None = None):
+                 kinds: Callable[[torch.fx.Graph], Iterable[tuple[Node, int]]] | None = None,
+                 found: Iterable[Node] | None = None):
         self.graph = graph
         self.effect = effect
-        found = kinds(graph) if kinds is not None else ((n, effect(n).kind) for n in graph.nodes)
-        self.nodes: list[Node] = [n for n, k in found if k == MUTATE or k == UNKNOWN]
+        if found is None:
+            walk = kinds(graph) if kinds is not None else ((n, effect(n).kind) for n in graph.nodes)
+            found = (n for n, k in walk if k == MUTATE or k == UNKNOWN)
+        self.nodes: list[Node] = list(found)
         self._inputs: list[Node] | None = None
 
     def add(self, nodes: Iterable[Node]) -> None:

@@ -93,7 +93,7 @@ class RewritePass:
         names = TargetNames(gm)
         cse = CSE(graph, gm, names)
         state = _PassState(cse, Graph(GraphView(gm, cse=False, names=names), names,
-                                      Writers(graph, names.effect, names.kinds),
+                                      Writers(graph, names.effect, found=cse.effects.writers),
                                       lambda n: cse.effects.region(n)))
         report.stop = self._sweeps(gm, report, state)
         if self.misses:
