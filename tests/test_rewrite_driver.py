@@ -327,3 +327,20 @@ def test_a_new_node_equal_to_a_later_one_stays_and_the_later_one_merges_into_it(
         gm.graph.lint()
         assert [n.target for n in gm.graph.nodes].count(torch.neg) == 1
         torch.testing.assert_close(gm(*inputs), f(*inputs))
+
+
+@rule(P.Silu, name="noted-silu")
+def noted_silu(x):
+    out = torch.nn.functional.silu(x)
+    out.node.meta[pypm.rewrite.NOTE] = "silu, recovered from x * sigmoid(x)"
+    return out
+
+
+def test_a_rule_note_is_in_the_report():
+    """What a body says it recovered (``meta[NOTE]`` on its replacement) is printed with the
+    rewrite, so a report shows what each site became."""
+    gm = traced(lambda x: x * torch.sigmoid(x))
+    report = RewritePass([noted_silu]).apply(gm, X)
+    (done,) = report.rewrites
+    assert done.note == "silu, recovered from x * sigmoid(x)"
+    assert "silu, recovered from x * sigmoid(x)" in str(report)

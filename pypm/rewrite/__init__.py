@@ -10,10 +10,11 @@ from .attempt import try_rule
 from .driver import RewritePass, SweepCapWarning
 from .index import RootIndex, rule_index
 from .outcome import Applied, NoMatch, Outcome, Skipped
-from .report import Hazard, Rewrite, RewriteReport, Skip, SkipKind, Stop, StopKind
+from .report import NOTE, Hazard, Rewrite, RewriteReport, Skip, SkipKind, Stop, StopKind
 from .rule import Decline, Rule, rule
 from .safety import check_region, region_nodes, unsafe_reason
 
-__all__ = ["Applied", "Decline", "Hazard", "NoMatch", "Outcome", "Rewrite", "RewritePass", "RewriteReport",
-           "RootIndex", "Rule", "Skip", "SkipKind", "Skipped", "Stop", "StopKind", "SweepCapWarning",
-           "check_region", "region_nodes", "rule", "rule_index", "try_rule", "unsafe_reason"]
+__all__ = ["NOTE", "Applied", "Decline", "Hazard", "NoMatch", "Outcome", "Rewrite", "RewritePass",
+           "RewriteReport", "RootIndex", "Rule", "Skip", "SkipKind", "Skipped", "Stop", "StopKind",
+           "SweepCapWarning", "check_region", "region_nodes", "rule", "rule_index", "try_rule",
+           "unsafe_reason"]

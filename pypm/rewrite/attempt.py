@@ -23,7 +23,7 @@ from ..lang.match import Match
 from .body import Built, Scratch, run_body
 from .checks import check_writes, fit_replacement, lint_new
 from .outcome import Applied, NoMatch, Outcome, Skipped
-from .report import Hazard, Rewrite, show_binding
+from .report import NOTE, Hazard, Rewrite, show_binding
 from .rule import MAX_MATCHES_PER_ROOT, Rule
 from .safety import check_region, lost_gradient, region_inputs, region_nodes
 
@@ -92,7 +92,9 @@ def try_match(rule: Rule, match: Match, root: Node, graph: Graph) -> Applied | S
         scratch.keep()
     new = tuple(scratch.new())
     graph.writers.add(new)
-    done = Rewrite(rule.name, root.name, node_source(root), bindings, out.name)
+    note = out.meta.get(NOTE)
+    done = Rewrite(rule.name, root.name, node_source(root), bindings, out.name,
+                   note if isinstance(note, str) else "")
     commit(out, root, nodes, graph)
     return Applied(done, out, new)
 

@@ -25,17 +25,25 @@ def show_binding(v: Any) -> str:
 
 @dataclass(frozen=True)
 class Rewrite:
-    """One applied rewrite: which rule, at which root, with which bindings, giving which node."""
+    """One applied rewrite: which rule, at which root, with which bindings, giving which node,
+    and what the rule says it recovered there (``note``: the text a rule body leaves in its
+    replacement's ``meta[NOTE]``, e.g. an attention specification)."""
 
     rule: str
     root: str
     root_source: str
     bindings: dict[str, str]
     replacement: str
+    note: str = ""
 
     def __str__(self) -> str:
         b = ", ".join(f"{k}={v}" for k, v in self.bindings.items())
-        return f"{self.rule}: {self.root_source}  ->  %{self.replacement}  [{b}]"
+        line = f"{self.rule}: {self.root_source}  ->  %{self.replacement}  [{b}]"
+        return f"{line}\n      {self.note}" if self.note else line
+
+
+# The node meta key under which a rule body may describe what it recovered (see Rewrite.note).
+NOTE = "pypm_note"
 
 
 class SkipKind(str, Enum):
