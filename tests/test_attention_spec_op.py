@@ -110,3 +110,63 @@ def test_specs_are_registered_by_their_canonical_digest_and_inputs_are_checked()
         attention_spec(*_inputs(hkv=2), spec, [torch.zeros(4)])
     with pytest.raises(KernelInputError, match="no attention specification is registered"):
         torch.ops.pypm.attention(q, k, v, None, None, False, [], "0" * 64)
+
+
+def _sdpa_launch(q, k, v, attn_mask, scale, is_causal, mask_fill, empty_rows_nan):
+    """A stand-in for the flash kernel's launcher (the same contract: K/V heads grouped, a float
+    mask added to the scaled scores), so that the CUDA routing is checked on the CPU."""
+    group = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(group, 1), v.repeat_interleave(group, 1)
+    s = (q.double() @ k.double().transpose(-2, -1)) * scale
+    if attn_mask is not None:
+        s = s + attn_mask.double()
+    return torch.softmax(s, -1).to(q.dtype) @ v, None
+
+
+@pytest.mark.parametrize("mask", [None, "causal-finfo-min"])
+def test_additive_score_mods_take_the_flash_kernel_with_one_dense_bias(mask):
+    """A score modification that only adds (a materialised mask tensor, a relative bias, ALiBi),
+    alone or with an additive mask, goes to the flash kernel as one float32 bias: the same
+    result as the specification's reference evaluation."""
+    from pypm.kernels import spec_attention as sa
+
+    q, k, v = _inputs(sq=6, sk=6)
+    g = torch.Generator().manual_seed(3)
+    bias = torch.randn(2, 1, 6, 6, generator=g)
+    slopes = torch.rand(4, generator=g)
+    score = S + captured("bias", B, 0, Q_IDX, KV_IDX) + captured("slopes", H) * (KV_IDX - Q_IDX)
+    extra = {} if mask is None else dict(mask=KV_IDX <= Q_IDX, mask_mode="add",
+                                         fill=torch.finfo(torch.float32).min)
+    spec = AttentionSpec(group=2, scale=0.4, score_mod=score, **extra)
+    cap = {"bias": bias, "slopes": slopes}
+    calls = []
+
+    def launch(*args):
+        calls.append(args)
+        return _sdpa_launch(*args)
+
+    got = sa._cuda_forward(spec, q, k, v, cap, launch)
+    want = evaluate(spec, q, k, v, cap, dtype=torch.float64)
+    torch.testing.assert_close(got.double(), want.double(), rtol=1e-5, atol=1e-5)
+    (args,) = calls
+    assert args[3].dtype == torch.float32 and args[5] is False  # one dense bias, no causal flag
+
+
+def test_a_bias_read_at_its_own_indices_is_not_materialised():
+    """A materialised mask expanded over the heads (stride 0), read as ``m[b, h, q_idx, kv_idx]``,
+    goes to the kernel at its own size, (B, 1, Sq, Sk), not (B, H, Sq, Sk)."""
+    from pypm.kernels import spec_attention as sa
+
+    q, k, v = _inputs(sq=6, sk=6)
+    m = torch.randn(2, 1, 6, 6, generator=torch.Generator().manual_seed(4)).expand(2, 4, 6, 6)
+    spec = AttentionSpec(group=2, scale=0.4, score_mod=S + captured("m", B, H, Q_IDX, KV_IDX))
+    calls = []
+
+    def launch(*args):
+        calls.append(args)
+        return _sdpa_launch(*args)
+
+    got = sa._cuda_forward(spec, q, k, v, {"m": m}, launch)
+    torch.testing.assert_close(got.double(), evaluate(spec, q, k, v, {"m": m}, dtype=torch.float64).double(),
+                               rtol=1e-5, atol=1e-5)
+    assert calls[0][3].shape == (2, 1, 6, 6)

@@ -134,6 +134,87 @@ def _dense_mask(spec: AttentionSpec, q, k, cap) -> torch.Tensor:
     return torch.broadcast_to(keep, shape)
 
 
+def _additive_terms(spec: AttentionSpec) -> list | None:
+    """The terms of a score modification that only adds to the score (``s + t1 + t2 ...``, each
+    term free of ``s``: biases, ALiBi), or None for any other modification."""
+    from .expr import Call, walk
+
+    terms = []
+    core = spec.score_mod
+    while isinstance(core, Call) and core.op == "add" \
+            and not any(isinstance(n, Score) for n in walk(core.args[1])):
+        terms.append(core.args[1])
+        core = core.args[0]
+    return terms if core == Score() else None
+
+
+def _dense_bias(spec: AttentionSpec, terms: list, q, k, cap) -> torch.Tensor:
+    """The additive terms and an additive mask (``mask_mode="add"``) summed into one float32
+    tensor that broadcasts to (B, H, Sq, Sk) and is no larger than its terms need (a
+    materialised (B, 1, S, S) mask stays that size; the kernel reads broadcast dims with stride
+    0): what the flash kernel adds to the scaled scores. The written-out form adds the terms to
+    the score first and the mask after; where the mask is 0 the sums are the same numbers, and
+    where it is the fill (-inf or finfo.min) both round to the fill."""
+    from .spec_eval import eval_expr
+
+    b, h, sq, sk = q.shape[0], q.shape[1], q.shape[2], k.shape[2]
+    dev = q.device
+    idx = {"b": torch.arange(b, device=dev).view(-1, 1, 1, 1),
+           "h": torch.arange(h, device=dev).view(1, -1, 1, 1),
+           "q_idx": torch.arange(sq, device=dev).view(1, 1, -1, 1),
+           "kv_idx": torch.arange(sk, device=dev).view(1, 1, 1, -1)}
+    sizes = {"b": b, "h": h, "q_idx": sq, "kv_idx": sk}
+    total = torch.zeros((1, 1, 1, 1), dtype=torch.float32, device=dev)
+    for t in terms:
+        direct = _read_directly(t, cap, sizes)
+        total = total + (direct if direct is not None else eval_expr(t, None, idx, cap, torch.float32))
+    if spec.mask is not None:
+        keep = eval_expr(spec.mask, None, idx, cap, torch.float32)
+        if not isinstance(keep, torch.Tensor):
+            keep = torch.tensor(bool(keep), device=dev)
+        fill = torch.tensor(spec.fill, dtype=torch.float32, device=dev)
+        total = total + torch.where(keep, torch.zeros((), dtype=torch.float32, device=dev), fill)
+    return total.to(torch.float32)
+
+
+_ORDER = ("b", "h", "q_idx", "kv_idx")
+
+
+def _read_directly(t, cap, sizes: dict[str, int]) -> torch.Tensor | None:
+    """A captured tensor read at its own indices (``bias[b, 0, q_idx, kv_idx]``: each dim an
+    index of the full range, in the order b, h, q_idx, kv_idx, or a constant) as a float32
+    tensor over four dims, dims it broadcasts along (stride 0, as ``expand`` leaves them) kept
+    at size 1: the same values as evaluating the read at every index, without materialising
+    it. None for any other read."""
+    from .expr import Captured, Const, Index
+
+    if not isinstance(t, Captured) or t.name not in cap:
+        return None
+    x = cap[t.name]
+    if x.dim() != len(t.index):
+        return None
+    kept: list[str] = []
+    for d in reversed(range(x.dim())):
+        i = t.index[d]
+        if isinstance(i, Const) and isinstance(i.value, int) and not isinstance(i.value, bool) \
+                and 0 <= i.value < x.shape[d]:
+            x = x.select(d, i.value)
+        elif isinstance(i, Index) and x.shape[d] == sizes[i.name]:
+            kept.insert(0, i.name)
+        else:
+            return None
+    if len(set(kept)) != len(kept) or sorted(kept, key=_ORDER.index) != kept:
+        return None
+    for d in range(x.dim()):  # broadcast dims (stride 0) read once
+        if x.stride(d) == 0 and x.shape[d] > 1:
+            x = x.narrow(d, 0, 1)
+    shape = [1, 1, 1, 1]
+    view_sizes = list(x.shape)
+    for name, n in zip(kept, view_sizes):
+        shape[_ORDER.index(name)] = n
+    return x.to(torch.float32).reshape(shape)
+
+
 def _uses(e) -> set[str]:
     from .spec import Index, walk
 
@@ -159,13 +240,32 @@ def _cuda_forward(spec: AttentionSpec, q, k, v, cap, launch) -> torch.Tensor:
             bias = torch.where(keep, zero, torch.tensor(spec.fill, device=q.device))  # float32: unrounded
             out, _ = launch(q, k, v, bias, scale, False, -math.inf, True)
         return out
-    form = to_flex(spec, cap)
-    try:
-        return form.attend(q, k, v, flex=_compiled_flex())
-    except Exception as e:
-        warnings.warn(f"{OP}: FlexAttention failed for '{spec}' ({type(e).__name__}); computing the "
-                      "reference evaluation instead", RuntimeWarning, stacklevel=2)
-        return evaluate(spec, q, k, v, cap, dtype=accumulation_dtype(q.dtype), block=BLOCK)
+    terms = _additive_terms(spec)
+    if launch is not None and terms and spec.sinks is None \
+            and (spec.mask is None or spec.mask_mode == "add") \
+            and q.dtype in (torch.float16, torch.bfloat16, torch.float32) \
+            and q.shape[-1] <= 256 and q.shape[-1] == v.shape[-1]:
+        # additive biases (a materialised mask, a relative bias, ALiBi), with an additive mask:
+        # one float32 tensor the flash kernel adds to the scaled scores
+        out, _ = launch(q, k, v, _dense_bias(spec, terms, q, k, cap), scale, False, -math.inf, True)
+        return out
+    key = spec.digest()
+    if key not in _FLEX_FAILED:
+        form = to_flex(spec, cap)
+        try:
+            return form.attend(q, k, v, flex=_compiled_flex())
+        except Exception as e:
+            _FLEX_FAILED.add(key)
+            warnings.warn(f"{OP}: FlexAttention failed for '{spec}' ({type(e).__name__}: "
+                          f"{str(e).splitlines()[0][:200] if str(e) else ''}); computing the reference "
+                          "evaluation instead, for this specification from now on", RuntimeWarning,
+                          stacklevel=2)
+    return evaluate(spec, q, k, v, cap, dtype=accumulation_dtype(q.dtype), block=BLOCK)
+
+
+# Specifications FlexAttention failed to compile in this process (by digest): not tried again,
+# since every try traces and compiles anew.
+_FLEX_FAILED: set[str] = set()
 
 
 _LAUNCH: list = []  # the Triton flash kernel's launcher, set by .attention (no import cycle)
