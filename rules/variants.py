@@ -18,7 +18,6 @@ grouped queries). Here the bound pieces are read:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +31,19 @@ from pypm.kernels import spec as _spec
 from pypm.rewrite import Decline, rule
 
 from . import on_fused_device
-from .lift import Lifter, has_dims, to_indices
+from .chain import (
+    NotRecovered,
+    _Chain,
+    _heads,
+    _peel_mask,
+    _push_scale,
+    _shape,
+    _softmax_dtype,
+    _take_scale,
+    flat_probs,
+    unmerge,
+)
+from .lift import Lifter, to_indices
 
 AttentionSpec = _spec.AttentionSpec
 Call = _spec.Call
@@ -45,8 +56,6 @@ rename = _spec.rename
 walk = _spec.walk
 
 
-_VERY_NEGATIVE = -1e4  # a fill at or below this is a mask (exp underflows to 0 in every dtype)
-_CHAIN = ("mul", "div", "add", "sub", "tanh", "neg", "masked_fill", "where", "to", "type_as")
 
 
 def repeats_heads(rep: Any) -> bool:
@@ -78,9 +87,6 @@ def register() -> None:
         guard_function(fn, name=name)
 
 
-class NotRecovered(Exception):
-    """Why a match was not lifted into a specification."""
-
 
 @dataclass
 class Site:
@@ -96,186 +102,13 @@ class Site:
     captured: dict[str, Any] = field(default_factory=dict)
     casts: tuple[Any, ...] = ()  # the dtypes the score chain is cast to, in order
     sink: tuple[Expr, Any] | None = None  # the sink column read as it stands: (expr of "sink", node)
+    flat: bool = False  # the result is (B * H, Sq, Dv): the op's (B, H, Sq, Dv) with dims 0, 1 merged
 
 
 def _patterns() -> Any:
     register()
     return load("attention_variants")
 
-
-def _shape(t: Any) -> tuple[int, ...]:
-    from .lift import _shape as shape_of
-
-    s = shape_of(t)
-    if s is None:
-        raise NotRecovered(f"{t!r} has no known shape")
-    return s
-
-
-def _heads(kv: Any, rep: Any, dim: Any, repeated: Any) -> int:
-    """The number of times each K/V head is repeated, checked against the repeat's spelling."""
-    base = _shape(kv)
-    if rep is None:
-        return 1
-    if isinstance(rep, tuple):  # x[:, :, None].expand(B, Hkv, n, S, D).reshape(B, Hkv * n, S, D)
-        expanded = _shape(repeated.args[0])
-        out = _shape(repeated)
-        if (
-            len(base) != 4
-            or len(expanded) != 5
-            or expanded[:2] != base[:2]
-            or expanded[3:] != base[2:]
-            or out != (base[0], base[1] * expanded[2], base[2], base[3])
-        ):
-            raise NotRecovered(f"repeat of K/V heads with shapes {base} -> {expanded} -> {out}")
-        return expanded[2]
-    if isinstance(rep, int) and not isinstance(rep, bool) and dim in (1, -3) and len(base) == 4:
-        return rep
-    raise NotRecovered(f"repeat_interleave({rep!r}, dim={dim!r}) is not a repeat of heads")
-
-
-class _Chain:
-    """The expression of a logits term over the raw score (``Score``)."""
-
-    def __init__(self, lifter: Lifter, scores_ndim: int = 4):
-        self.lifter = lifter
-        self.ndim = scores_ndim
-        self.scores: Any = None
-        self.casts: list[Any] = []
-
-    def reaches(self, t: Any) -> bool:
-        if not hasattr(t, "op"):
-            return False
-        if t.op in ("matmul", "bmm"):
-            return True
-        return t.op in _CHAIN and any(self.reaches(a) for a in t.args[:3])
-
-    def side(self, t: Any) -> Expr:
-        e, shape = self.lifter.lift(t)
-        if len(shape) > self.ndim:
-            raise NotRecovered(f"{t!r} of shape {shape} does not broadcast to the scores")
-        out = to_indices(e, shape, self.ndim)
-        if has_dims(out):
-            raise NotRecovered(f"{t!r} is not read at score positions")
-        return out
-
-    def expr(self, t: Any) -> Expr:
-        if t.op in ("matmul", "bmm"):
-            self.scores = t
-            return Score()
-        op, args = t.op, t.args
-        on = [i for i, a in enumerate(args[:3]) if self.reaches(a)]
-        if len(on) != 1:
-            raise NotRecovered(f"{t!r}: the scores reach it {len(on)} times")
-        i = on[0]
-        x = self.expr(args[i])
-        if op in ("to", "type_as"):
-            self.casts.append(t.dtype)
-            return x
-        if op in ("tanh", "neg"):
-            return call(op, x)
-        if op in ("add", "sub"):
-            if len(args) > 2 and args[2] != 1:
-                raise NotRecovered(f"{t!r}: alpha={args[2]!r}")
-            y = self.side(args[1 - i])
-            return call(op, x, y) if i == 0 else call(op, y, x)
-        if op == "mul":
-            return call("mul", x, self.side(args[1 - i]))
-        if op == "div":
-            if i != 0 or (len(args) > 2 and args[2] is not None):
-                raise NotRecovered(f"{t!r}: not a true division of the scores")
-            return call("div", x, self.side(args[1]))
-        if op == "masked_fill" and i == 0:
-            return call("where", self.side(args[1]), self.side(args[2]), x)
-        if op == "where" and i in (1, 2):
-            ys = [self.side(a) if j != i else x for j, a in enumerate(args[:3])]
-            return call("where", *ys)
-        raise NotRecovered(f"{t!r}: not a score operation")
-
-
-def _has_score(e: Expr) -> bool:
-    return any(isinstance(n, Score) for n in walk(e))
-
-
-def _fill(e: Expr) -> float | None:
-    if isinstance(e, Const) and not isinstance(e.value, bool) and e.value <= _VERY_NEGATIVE:
-        return float(e.value)
-    return None
-
-
-def _push_scale(e: Expr) -> Expr:
-    """``where(keep, x, -inf) * c`` with c > 0 is ``where(keep, x * c, -inf)`` (also for /)."""
-    if isinstance(e, Call) and e.op in ("mul", "div") and isinstance(e.args[1], Const):
-        inner, c = _push_scale(e.args[0]), e.args[1].value
-        if isinstance(inner, Call) and inner.op == "where" and not isinstance(c, bool) and c > 0:
-            keep, a, b = inner.args
-            if _fill(b) == -math.inf and _has_score(a):
-                return call("where", keep, call(e.op, a, e.args[1]), b)
-            if _fill(a) == -math.inf and _has_score(b):
-                return call("where", keep, a, call(e.op, b, e.args[1]))
-        return call(e.op, inner, e.args[1])
-    return e
-
-
-def _peel_mask(e: Expr) -> tuple[Expr, Expr | None, float, str]:
-    """(score_mod, mask, fill, mode): the outermost mask taken off the logits, as written."""
-    if isinstance(e, Call) and e.op == "where":
-        keep, a, b = e.args
-        if not _has_score(keep):
-            if _fill(b) is not None and _has_score(a):
-                return a, keep, _fill(b), "fill"
-            if _fill(a) is not None and _has_score(b):
-                return b, call("not", keep), _fill(a), "fill"
-    if isinstance(e, Call) and e.op == "add":
-        x, y = e.args
-        if _has_score(y) and not _has_score(x):
-            x, y = y, x
-        if isinstance(y, Call) and y.op == "where" and not _has_score(y):
-            keep, a, b = y.args
-            if _fill(b) is not None:
-                rest = (
-                    x if a in (Const(0.0), Const(0)) else call("add", x, call("where", keep, a, Const(0.0)))
-                )
-                return rest, keep, _fill(b), "add"
-    return e, None, -math.inf, "fill"
-
-
-def _take_scale(e: Expr) -> tuple[Expr, float]:
-    """A constant factor applied to the raw score first is the scale."""
-
-    def go(x: Expr) -> tuple[Expr, float | None]:
-        if isinstance(x, Call):
-            if (
-                x.op in ("mul", "div")
-                and x.args[0] == Score()
-                and isinstance(x.args[1], Const)
-                and not isinstance(x.args[1].value, bool)
-                and x.args[1].value != 0
-            ):
-                c = float(x.args[1].value)
-                return Score(), (c if x.op == "mul" else 1.0 / c)
-            if x.op == "mul" and x.args[1] == Score() and isinstance(x.args[0], Const):
-                return Score(), float(x.args[0].value)
-            for j, a in enumerate(x.args):
-                if _has_score(a):
-                    inner, c = go(a)
-                    args = list(x.args)
-                    args[j] = inner
-                    return Call(x.op, tuple(args)), c
-        return x, None
-
-    out, c = go(e)
-    return (out, c) if c is not None else (e, 1.0)
-
-
-def _softmax_dtype(probs: Any, casts: list[Any]) -> str | None:
-    dt = None
-    sm = probs if probs.op == "softmax" else None
-    if sm is not None and len(sm.args) > 2 and sm.args[2] is not None:
-        dt = sm.args[2]
-    elif casts:
-        dt = casts[-1]
-    return None if dt is None else str(dt).removeprefix("torch.")
 
 
 def lift_match(m: Any, pats: Any) -> Site:
@@ -309,16 +142,33 @@ def lift_match(m: Any, pats: Any) -> Site:
         raise NotRecovered(f"{chain.scores!r} is not q @ k^T")
     scores_m = found[0].bindings
     q, k = scores_m["q"], scores_m["k"]
+    flat = flat_probs(m.root, probs)
+    if chain.merged is not None or flat:
+        if sinks is not None or any(scores_m.get(n) is not None for n in ("rep_k", "dim_k")) \
+                or any(b.get(n) is not None for n in ("rep_v", "dim_v")):
+            raise NotRecovered("3-d attention (batch and heads merged) with sinks or repeated K/V heads")
+    if chain.merged is not None:
+        q, k = unmerge(q, chain.merged), unmerge(k, chain.merged)
     qs, ks = _shape(q), _shape(k)
     if len(qs) != 4:
         raise NotRecovered(f"q has shape {qs}, not (B, H, S, D)")
-    repeated_k = chain.scores.args[1].args[0]
-    group = _heads(k, scores_m.get("rep_k"), scores_m.get("dim_k"), repeated_k)
+    group = 1
+    if chain.merged is None:
+        repeated_k = chain.scores.args[2 if chain.scores.op == "baddbmm" else 1].args[0]
+        group = _heads(k, scores_m.get("rep_k"), scores_m.get("dim_k"), repeated_k)
+    elif len(ks) != 4:
+        raise NotRecovered(f"k has shape {ks}, not (B, H, S, D)")
     v = b["v"]
-    vgroup = _heads(v, b.get("rep_v"), b.get("dim_v"), m.root.args[1])
+    if flat:
+        v = unmerge(v, qs[1])
+        vgroup = 1
+    else:
+        vgroup = _heads(v, b.get("rep_v"), b.get("dim_v"), m.root.args[1])
     vs = _shape(v)
-    if group != vgroup or ks[1] != vs[1] or qs[1] != group * ks[1]:
+    if group != vgroup or ks[1] != vs[1] or qs[1] != group * ks[1] or len(vs) != 4:
         raise NotRecovered(f"heads: q {qs}, k {ks} (x{group}), v {vs} (x{vgroup})")
+    if flat != (len(_shape(m.root)) == 3):
+        raise NotRecovered(f"the attention result has shape {_shape(m.root)}")
     mod, mask, fill, mode = _peel_mask(_push_scale(raw))
     mod, scale = _take_scale(mod)
     spec = AttentionSpec(
@@ -334,7 +184,8 @@ def lift_match(m: Any, pats: Any) -> Site:
     names = spec.captured
     canon = spec.canonical()
     nodes = {f"c{i}": lifter.captured[n] for i, n in enumerate(names)}
-    return Site(m.root.node, canon, None, q.node, k.node, v.node, nodes, tuple(chain.casts), sink_read)
+    return Site(m.root.node, canon, None, q.node, k.node, v.node, nodes, tuple(chain.casts), sink_read,
+                flat)
 
 
 def _preference(m: Any) -> int:
@@ -487,7 +338,8 @@ def _sinks_as_read(site: Site) -> Site:
     spec = site.spec.with_(sinks=expr, structure=site.spec.structure)
     nodes = {**site.captured, "sink": node}
     captured = {f"c{i}": nodes[n] for i, n in enumerate(spec.captured)}
-    return Site(site.root, spec.canonical(), None, site.q, site.k, site.v, captured, site.casts, None)
+    return Site(site.root, spec.canonical(), None, site.q, site.k, site.v, captured, site.casts, None,
+                site.flat)
 
 
 def _tensor(p: Any, val: Any, like: Any) -> Any:
@@ -539,7 +391,7 @@ def emit(site: Site, tracer: Any) -> Any:
            for n in spec.captured]
     out = ops.attention_spec(proxy(site.q), proxy(site.k), proxy(site.v), spec, cap)
     out.node.meta[_NOTE] = f"attention-variant: {spec}"
-    return out
+    return out.flatten(0, 1) if site.flat else out
 
 
 @rule(FusedAttentionVariant, name="attention-variant", priority=5)
