@@ -112,7 +112,7 @@ def test_specs_are_registered_by_their_canonical_digest_and_inputs_are_checked()
         torch.ops.pypm.attention(q, k, v, None, None, False, [], "0" * 64)
 
 
-def _sdpa_launch(q, k, v, attn_mask, scale, is_causal, mask_fill, empty_rows_nan):
+def _sdpa_launch(q, k, v, attn_mask, scale, is_causal, mask_fill, empty_rows_nan, traced=True):
     """A stand-in for the flash kernel's launcher (the same contract: K/V heads grouped, a float
     mask added to the scaled scores), so that the CUDA routing is checked on the CPU."""
     group = q.shape[1] // k.shape[1]
@@ -141,8 +141,9 @@ def test_additive_score_mods_take_the_flash_kernel_with_one_dense_bias(mask):
     cap = {"bias": bias, "slopes": slopes}
     calls = []
 
-    def launch(*args):
+    def launch(*args, **kwargs):
         calls.append(args)
+        assert kwargs == {"traced": False}  # the opaque op launches the kernel directly
         return _sdpa_launch(*args)
 
     got = sa._cuda_forward(spec, q, k, v, cap, launch)
@@ -162,8 +163,9 @@ def test_a_bias_read_at_its_own_indices_is_not_materialised():
     spec = AttentionSpec(group=2, scale=0.4, score_mod=S + captured("m", B, H, Q_IDX, KV_IDX))
     calls = []
 
-    def launch(*args):
+    def launch(*args, **kwargs):
         calls.append(args)
+        assert kwargs == {"traced": False}  # the opaque op launches the kernel directly
         return _sdpa_launch(*args)
 
     got = sa._cuda_forward(spec, q, k, v, {"m": m}, launch)

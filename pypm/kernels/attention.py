@@ -139,7 +139,11 @@ def _new_stats(q: torch.Tensor) -> torch.Tensor:
 
 
 def _launch_forward(q, k, v, attn_mask, scale: float, is_causal: bool, mask_fill: float,
-                    empty_rows_nan: bool):
+                    empty_rows_nan: bool, traced: bool = True):
+    """The flash forward. ``traced``: launched through ``wrap_triton``, so that tracing and
+    inductor see it (the ``pypm::attention`` triton_op); False: launched directly, for callers
+    that are opaque ops never traced into (the specification op), where going through the
+    tracing wrapper costs on every call."""
     from . import _attention_kernels as K
 
     b, hq, sq, d = q.shape
@@ -151,7 +155,7 @@ def _launch_forward(q, k, v, attn_mask, scale: float, is_causal: bool, mask_fill
     def grid(meta):
         return (triton_cdiv(sq, meta["BLOCK_M"]), b * hq)
 
-    wrap(K.attn_fwd_kernel)[grid](
+    (wrap(K.attn_fwd_kernel) if traced else K.attn_fwd_kernel)[grid](
         q, k, v, m, out, stats,
         *q.stride(), *k.stride(), *v.stride(), *ms, *out.stride(),
         hq, sq, sk, sk - sq, scale * math.log2(math.e), _fill2(mask_fill),

@@ -225,7 +225,7 @@ def _cuda_forward(spec: AttentionSpec, q, k, v, cap, launch) -> torch.Tensor:
     scale = spec.scale if spec.scale is not None else 1.0 / math.sqrt(q.shape[-1])
     causal = _plain(spec, q, k, v)
     if causal is not None and launch is not None:
-        out, _ = launch(q, k, v, None, scale, causal, -math.inf, True)
+        out, _ = launch(q, k, v, None, scale, causal, -math.inf, True, traced=False)
         return out
     if launch is not None and spec.score_mod == Score() and spec.sinks is None \
             and q.dtype in (torch.float16, torch.bfloat16, torch.float32) \
@@ -234,11 +234,11 @@ def _cuda_forward(spec: AttentionSpec, q, k, v, cap, launch) -> torch.Tensor:
         # boolean mask with its fill, or an additive one, as the written-out form applies it
         keep = _dense_mask(spec, q, k, cap)
         if spec.mask_mode == "fill":
-            out, _ = launch(q, k, v, keep, scale, False, spec.fill, True)
+            out, _ = launch(q, k, v, keep, scale, False, spec.fill, True, traced=False)
         else:
             zero = torch.zeros((), dtype=torch.float32, device=q.device)
             bias = torch.where(keep, zero, torch.tensor(spec.fill, device=q.device))  # float32: unrounded
-            out, _ = launch(q, k, v, bias, scale, False, -math.inf, True)
+            out, _ = launch(q, k, v, bias, scale, False, -math.inf, True, traced=False)
         return out
     terms = _additive_terms(spec)
     if launch is not None and terms and spec.sinks is None \
@@ -247,7 +247,8 @@ def _cuda_forward(spec: AttentionSpec, q, k, v, cap, launch) -> torch.Tensor:
             and q.shape[-1] <= 256 and q.shape[-1] == v.shape[-1]:
         # additive biases (a materialised mask, a relative bias, ALiBi), with an additive mask:
         # one float32 tensor the flash kernel adds to the scaled scores
-        out, _ = launch(q, k, v, _dense_bias(spec, terms, q, k, cap), scale, False, -math.inf, True)
+        out, _ = launch(q, k, v, _dense_bias(spec, terms, q, k, cap), scale, False, -math.inf, True,
+                        traced=False)
         return out
     key = spec.digest()
     if key not in _FLEX_FAILED:
