@@ -79,12 +79,9 @@ def test_assert_is_placed_where_its_variables_are_definitely_bound():
     assert found == [{"z": parse("d"), "x": parse("d")}]
 
 
-# Found by the equality laws (semantics/laws.py): values_equal starts with `a is b`, so the same
-# NaN object is equal to itself while two NaNs are not (equality depends on object identity).
-# The semantics' own equality (semantics/equality.py) says NaN equals nothing; the laws skip the
-# identical-object case until one of the two is changed (and §1 says which).
-@pytest.mark.xfail(strict=True, reason="values_equal(nan, nan) is True for one NaN object")
 def test_the_same_nan_object_is_not_equal_to_itself():
+    """NaN is equal to nothing, the same NaN object included: equality of literals never
+    depends on object identity (the equality laws check the identical-object case too)."""
     from pypm.lang.terms import values_equal
 
     nan = float("nan")

@@ -57,13 +57,13 @@ def values_equal(a: Any, b: Any) -> bool:
     """Equality of values (§1): terms by their own ``==``; literals structurally.
 
     Numbers compare by value (``8 == 8.0``: graphs spell constants either way) but booleans are
-    only equal to booleans, strings to strings, and tuples element by element.
+    only equal to booleans, strings to strings, and tuples element by element. NaN is equal to
+    nothing, itself included (the same NaN object too: equality never depends on identity for
+    literals; a term is equal to itself).
     """
-    if a is b:
-        return True
     ta, tb = isinstance(a, TermView), isinstance(b, TermView)
     if ta or tb:
-        return ta and tb and a == b
+        return ta and tb and (a is b or a == b)
     if isinstance(a, bool) or isinstance(b, bool):
         return isinstance(a, bool) and isinstance(b, bool) and a == b
     if isinstance(a, (int, float)) and isinstance(b, (int, float)):
