@@ -256,6 +256,55 @@ def test_requires_grad_of_example_inputs_reaches_the_gradient_check():
 
 
 # ---------------------------------------------------------------------------------------------
+# In-place ops inside the region
+
+PI = pypm.loads(
+    "def Scaled(q, k, v, c):\n"
+    "    return softmax(imul(q @ transpose(k, -2, -1), c), -1) @ v\n"
+    "def ScaledLeaf(x, v, c):\n"
+    "    return softmax(imul(x, c), -1) @ v\n"
+)
+
+
+@rule(PI.Scaled, name="scaled")
+def scaled(q, k, v, c):
+    return torch.nn.functional.scaled_dot_product_attention(q, k, v, scale=c)
+
+
+@rule(PI.ScaledLeaf, name="scaled-leaf")
+def scaled_leaf(x, v, c):
+    return torch.softmax(x * c, -1) @ v
+
+
+def test_an_in_place_op_on_a_tensor_the_region_made_is_replaced():
+    """``s = q @ kᵀ; s *= c`` (Falcon's scaling): the written tensor exists only inside the
+    region, so the replacement computes everything the region did."""
+    def f(q, k, v):
+        s = q @ k.transpose(-2, -1)
+        s *= 0.5
+        return torch.softmax(s, -1) @ v
+
+    inputs = qkv()
+    gm = captured(f, inputs)
+    (want,) = gm(*[x.clone() for x in inputs])  # dynamo orders the graph's inputs its own way
+    assert RewritePass([scaled]).apply(gm).counts() == {"scaled": 1}
+    (got,) = gm(*[x.clone() for x in inputs])
+    torch.testing.assert_close(got, want)
+
+
+def test_an_in_place_op_on_a_tensor_from_outside_the_region_is_impure():
+    """``x *= c`` on an input: the write is seen by the caller, and the replacement would not
+    make it."""
+    def f(x, v):
+        x *= 0.5
+        return torch.softmax(x, -1) @ v
+
+    gm = captured(f, (torch.randn(1, 2, 4, 4), torch.randn(1, 2, 4, 8)))
+    report = RewritePass([scaled_leaf]).apply(gm)
+    assert not report.rewrites and report.skipped[0].hazard is Hazard.IMPURE
+
+
+# ---------------------------------------------------------------------------------------------
 # Global state: grad mode, autocast
 
 

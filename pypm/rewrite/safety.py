@@ -6,7 +6,11 @@ bound and the arguments of its nodes), and the region's nodes disappear. So a ma
 only when
 
 - every region node other than the root has all its users inside the region (``ESCAPE``),
-- no region node is impure (random, in-place, of unknown effect: ``IMPURE``),
+- no region node is impure (random, of unknown effect, or in-place on a tensor that exists
+  outside the region: ``IMPURE``); an in-place op on a tensor the region itself made
+  (``s = q @ k.mT; s *= c``) is part of what the replacement computes, since nothing outside
+  the region can see that tensor (the escape check) and reads of its old value after the write
+  are caught as stale (``MUTATION``),
 - every region node runs under the root's grad mode, autocast and inference mode: the
   replacement runs under the root's, so a score computed under ``no_grad`` would gain a
   gradient and a matmul under ``autocast`` would change dtype (``STATE``),
@@ -29,7 +33,7 @@ import torch
 import torch.fx
 
 from ..graph.cse import TargetNames
-from ..graph.effects import MERGEABLE, Effect
+from ..graph.effects import ALL, MERGEABLE, MUTATE, PURE, Effect, referenced
 from ..graph.graph_effects import GraphEffects, Writers, bases
 from ..graph.names import node_source
 from ..graph.types import meta_value
@@ -86,7 +90,8 @@ def check_region(match: Match, root: Node, owner: torch.nn.Module | None = None,
     if names is None:
         names = TargetNames(owner)
     for n in nodes:
-        if names.effect(n).kind not in MERGEABLE:
+        e = names.effect(n)
+        if e.kind not in MERGEABLE and not (e.kind == MUTATE and _writes_inside(n, e, inside, names.effect)):
             return Hazard.IMPURE, f"%{n.name} ({node_source(n)}) is impure (random, in-place or I/O)"
     members: dict[Node, list[Node]] = {}
     for m, r in (rep or {}).items():
@@ -113,6 +118,21 @@ def check_region(match: Match, root: Node, owner: torch.nn.Module | None = None,
                     f"autocast or inference mode than %{root.name}, where the replacement runs "
                     "(a change of mode, or a call of unknown effect, lies between them)")
     return None
+
+
+def _writes_inside(n: Node, e: Effect, inside: set[Node], effect: Callable[[Node], Effect]) -> bool:
+    """Whether in-place node ``n`` writes only tensors made inside the region: every tensor it
+    writes is a view of region nodes that compute fresh values."""
+    if e.writes is ALL:
+        return False
+    targets = list(referenced(n, e.writes))
+    if not targets:
+        return False
+    for t in targets:
+        for b in bases(t, effect):
+            if b not in inside or effect(b).kind != PURE:
+                return False
+    return True
 
 
 def unsafe_reason(match: Match, root: Node, owner: torch.nn.Module | None = None,
@@ -167,12 +187,15 @@ def _written_read(match: Match, nodes: list[Node], root: Node, writers: Writers,
                         return (f"%{x.name}, which the match reads, may be written by %{w.name} "
                                 f"({node_source(w)}) before %{root.name}")
     looked = [*inputs, *nodes]
+    inside_set = set(nodes)
     for w in before:
         for t in writers.targets(w):
             for b in bases(t, effect):
                 if b.op in ("placeholder", "get_attr"):
                     continue  # an input's term has no structure to go stale
-                stale = _stale_after(b, w, effect)
+                # a write by the region itself: its base's own term is what the writer read;
+                # only what reads the base after the write is out of date
+                stale = _stale_after(b, w, effect, views_stale=w not in inside_set)
                 hit = next((x for x in looked if x in stale), None)
                 if hit is not None:
                     return (f"%{hit.name} is computed from %{b.name} ({node_source(b)}) after "
@@ -181,10 +204,12 @@ def _written_read(match: Match, nodes: list[Node], root: Node, writers: Writers,
     return None
 
 
-def _stale_after(base: Node, writer: Node, effect: Callable[[Node], Effect]) -> set[Node]:
+def _stale_after(base: Node, writer: Node, effect: Callable[[Node], Effect],
+                 views_stale: bool = True) -> set[Node]:
     """The values whose terms describe ``base`` as it was before ``writer`` wrote it: the
-    views of ``base`` themselves, and what reads one of them after the write, followed
-    STALE_DEPTH users down."""
+    views of ``base`` themselves (with ``views_stale`` False, only those made after the write:
+    the ones before are what the writer itself read), and what reads one of them after the
+    write, followed STALE_DEPTH users down."""
     views = {base}
     stack = [base]
     while stack:
@@ -193,7 +218,8 @@ def _stale_after(base: Node, writer: Node, effect: Callable[[Node], Effect]) -> 
             if u not in views and u is not writer and base in bases(u, effect):
                 views.add(u)
                 stack.append(u)
-    stale = set(views)
+    # with views_stale False (a write by the region itself) only the views made after the write
+    stale = set(views) if views_stale else {v for v in views if v is not base and _after(v, writer)}
     frontier: list[Node] = []
     for v in views:
         for u in v.users:
