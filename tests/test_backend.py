@@ -183,3 +183,30 @@ def test_lazy_names_are_served_whatever_the_import_order():
             "assert isinstance(pypm.backend(inner='eager'), pypm.compile.backend.Backend)\n"
             "assert pypm.explain is pypm.rewrite.explain.explain\n")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_equal_attentions_on_either_side_of_no_grad_keep_their_gradients_under_inductor():
+    """Rewritten, the two attentions below are two equal SDPA calls, which AOTAutograd's CSE
+    would merge across the grad-mode change (the first would lose its gradient, as plain
+    inductor does to such a program written with SDPA); the backend compiles a rewritten graph
+    that changes grad mode without that CSE."""
+    def attend(q, k, v):
+        return torch.softmax(q @ k.transpose(-2, -1) * 0.5, dim=-1) @ v
+
+    def f(q, k, v):
+        a = attend(q, k, v)
+        with torch.no_grad():
+            b = attend(q, k, v)
+        return a, b
+
+    xs = [torch.randn(1, 2, 8, 8, requires_grad=True) for _ in range(3)]
+    torch._dynamo.reset()
+    be = pypm.backend(inner="inductor")
+    a, b = torch.compile(f, backend=be)(*xs)
+    torch._dynamo.reset()
+    assert sum(r.counts().get("attention", 0) for r in be.reports) == 2
+    assert a.requires_grad and not b.requires_grad
+    a.sum().backward()
+    want = [torch.autograd.grad(attend(*xs).sum(), x)[0] for x in xs]
+    for x, w in zip(xs, want):
+        torch.testing.assert_close(x.grad, w)

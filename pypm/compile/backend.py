@@ -38,6 +38,7 @@ import torch.fx
 
 from .. import graph as _graph
 from ..errors import RewriteError
+from ..graph.effects import STATE_FUNCTIONS
 from ..logs import log_pass_failure, log_report, register_torch_log
 from ..rewrite import RewritePass, RewriteReport, Rule
 from .verify import (
@@ -222,11 +223,39 @@ class Backend:
             return inner(gm, list(example_inputs))
         gm.recompile()  # the pass regenerates code only when a rule fired; CSE may have changed it too
         if not self.verify:
-            return inner(gm, list(example_inputs))
+            return _compile_changed(inner, gm, list(example_inputs))
         original = torch.fx.GraphModule(gm, backup)
         rewritten = copy_graph_module(gm)  # the inner compiler may change gm
-        compiled = inner(gm, list(example_inputs))
+        compiled = _compile_changed(inner, gm, list(example_inputs))
         return _Verified(compiled, original, rewritten, report, self._rules)
+
+
+def _changes_grad_mode(gm: torch.fx.GraphModule) -> bool:
+    """Whether the graph switches grad mode, autocast or inference mode somewhere."""
+    return any(n.op == "call_function" and _is_state_function(n.target) for n in gm.graph.nodes)
+
+
+def _is_state_function(target: Any) -> bool:
+    try:
+        return target in STATE_FUNCTIONS
+    except TypeError:  # an unhashable target
+        return False
+
+
+def _compile_changed(inner: InnerCompiler, gm: torch.fx.GraphModule, example_inputs: list[Any]) -> Any:
+    """The inner compiler on a graph the pass changed. AOTAutograd's common-subexpression
+    elimination (``torch._functorch.config.cse``) merges equal ops without regard to grad mode:
+    two equal ``scaled_dot_product_attention`` calls on either side of a ``no_grad`` block
+    become one, and the first loses its gradient (plain inductor does this to such a program
+    written by hand, too). pypm's rewrites can make such pairs out of attention written out,
+    so on a rewritten graph that changes grad mode, AOTAutograd's CSE is switched off for
+    the compile (pypm's own CSE, which keeps grad modes apart, has run already)."""
+    if not _changes_grad_mode(gm):
+        return inner(gm, example_inputs)
+    import torch._functorch.config as functorch_config
+
+    with functorch_config.patch(cse=False):
+        return inner(gm, example_inputs)
 
 
 def backend(rules: Sequence[Rule] | None = None, *, inner: str | InnerCompiler = "inductor",
