@@ -117,6 +117,14 @@ def _compiled_flex():
     return torch.compile(flex_attention, dynamic=False)
 
 
+def _index_tensors(b: int, h: int, sq: int, sk: int, dev: torch.device) -> dict[str, torch.Tensor]:
+    """The four indices as tensors that broadcast over (B, H, Sq, Sk)."""
+    return {"b": torch.arange(b, device=dev).view(-1, 1, 1, 1),
+            "h": torch.arange(h, device=dev).view(1, -1, 1, 1),
+            "q_idx": torch.arange(sq, device=dev).view(1, 1, -1, 1),
+            "kv_idx": torch.arange(sk, device=dev).view(1, 1, 1, -1)}
+
+
 def _dense_mask(spec: AttentionSpec, q, k, cap) -> torch.Tensor:
     """The mask as a boolean tensor (True keeps) over (B or 1, H or 1, Sq, Sk), evaluated from
     the specification at every index (what the graph materialised itself)."""
@@ -124,10 +132,7 @@ def _dense_mask(spec: AttentionSpec, q, k, cap) -> torch.Tensor:
 
     b, h, sq, sk = q.shape[0], q.shape[1], q.shape[2], k.shape[2]
     dev = q.device
-    idx = {"b": torch.arange(b, device=dev).view(-1, 1, 1, 1),
-           "h": torch.arange(h, device=dev).view(1, -1, 1, 1),
-           "q_idx": torch.arange(sq, device=dev).view(1, 1, -1, 1),
-           "kv_idx": torch.arange(sk, device=dev).view(1, 1, 1, -1)}
+    idx = _index_tensors(b, h, sq, sk, dev)
     keep = eval_expr(spec.mask, None, idx, cap, torch.float32)
     keep = keep if isinstance(keep, torch.Tensor) else torch.tensor(bool(keep), device=dev)
     shape = [b if "b" in _uses(spec.mask) else 1, h if "h" in _uses(spec.mask) else 1, sq, sk]
@@ -159,10 +164,7 @@ def _dense_bias(spec: AttentionSpec, terms: list, q, k, cap) -> torch.Tensor:
 
     b, h, sq, sk = q.shape[0], q.shape[1], q.shape[2], k.shape[2]
     dev = q.device
-    idx = {"b": torch.arange(b, device=dev).view(-1, 1, 1, 1),
-           "h": torch.arange(h, device=dev).view(1, -1, 1, 1),
-           "q_idx": torch.arange(sq, device=dev).view(1, 1, -1, 1),
-           "kv_idx": torch.arange(sk, device=dev).view(1, 1, 1, -1)}
+    idx = _index_tensors(b, h, sq, sk, dev)
     sizes = {"b": b, "h": h, "q_idx": sq, "kv_idx": sk}
     total = torch.zeros((1, 1, 1, 1), dtype=torch.float32, device=dev)
     for t in terms:
