@@ -8,8 +8,6 @@ something else."""
 
 from __future__ import annotations
 
-import warnings
-
 import test_variants_arch_models as models
 import torch
 from pypm.rules.variants import recover, recover_sites
@@ -18,43 +16,15 @@ from pypm.kernels.spec import KV_IDX, Q_IDX, S, captured
 from pypm.kernels.spec_eval import evaluate
 
 
-def _graphs(fn, *args, **kwargs):
-    graphs = []
-
-    def backend(gm, example_inputs):
-        graphs.append((gm, example_inputs))
-        return gm
-
-    torch._dynamo.reset()
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.compile(fn, backend=backend, fullgraph=True)(*args, **kwargs)
-    assert len(graphs) == 1
-    return graphs[0]
-
-
-def _values(gm, example_inputs):
-    vals = {}
-
-    class Recorder(torch.fx.Interpreter):
-        def run_node(self, n):
-            vals[n] = out = super().run_node(n)
-            return out
-
-    with torch.no_grad():
-        Recorder(gm).run(*example_inputs)
-    return vals
-
-
 def _sites(builder):
     """Every attention site of the model's graph, each recovered and evaluated against the
     graph's own values (float32 model, float64 evaluation, atol 1e-5)."""
     model, kwargs = builder()
-    gm, ex = _graphs(model, **kwargs)
+    gm, ex = models.capture(model, **kwargs)
     softmaxes = sum(1 for n in gm.graph.nodes if "softmax" in str(n.target))
     sites = recover_sites(gm, ex)
     assert len(sites) == softmaxes, (len(sites), softmaxes)
-    vals = _values(gm, ex)
+    vals = models.node_values(gm, ex)
     for s in sites:
         assert s.spec is not None, s.reason
         out = evaluate(s.spec, vals[s.q], vals[s.k], vals[s.v], {n: vals[x] for n, x in s.captured.items()})
@@ -202,7 +172,7 @@ def test_flat_attention_is_recovered_with_the_merged_bias():
 
 def test_flat_attention_with_v_merged_the_other_way_is_not_recovered():
     q, k, v = (torch.randn(2, 4, 6, 8) for _ in range(3))
-    gm, ex = _graphs(_flat_attention(heads_major_v=True), q, k, v, torch.randn(8, 1, 6))
+    gm, ex = models.capture(_flat_attention(heads_major_v=True), q, k, v, torch.randn(8, 1, 6))
     ((_, why),) = recover(gm, ex)
     assert isinstance(why, str) and "not of (B, H, S, D) merging B and H" in why, why
 

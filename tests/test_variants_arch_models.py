@@ -13,6 +13,38 @@ COMMON = dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_attention
               max_position_embeddings=64)
 
 
+def capture(fn, *args, **kwargs):
+    """The one graph dynamo makes of ``fn`` (no grad), with its example inputs."""
+    import warnings
+
+    graphs = []
+
+    def backend(gm, example_inputs):
+        graphs.append((gm, example_inputs))
+        return gm
+
+    torch._dynamo.reset()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.compile(fn, backend=backend, fullgraph=True)(*args, **kwargs)
+    assert len(graphs) == 1
+    return graphs[0]
+
+
+def node_values(gm, example_inputs):
+    """The value of every node of ``gm`` on ``example_inputs``."""
+    vals = {}
+
+    class Recorder(torch.fx.Interpreter):
+        def run_node(self, n):
+            vals[n] = out = super().run_node(n)
+            return out
+
+    with torch.no_grad():
+        Recorder(gm).run(*example_inputs)
+    return vals
+
+
 def build(config_cls, model_cls, **cfg):
     config = config_cls(**cfg)
     config._attn_implementation = "eager"

@@ -5,11 +5,10 @@ evaluated on the graph's own q, k, v and captured tensors and must give the site
 
 from __future__ import annotations
 
-import warnings
-
 import pytest
 import torch
 from pypm.rules.variants import recover, recover_sites
+from test_variants_arch_models import capture, node_values
 
 from pypm.kernels.spec import KV_IDX, Q_IDX, AttentionSpec, H, S, captured
 from pypm.kernels.spec_eval import evaluate
@@ -20,38 +19,10 @@ COMMON = dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_attention
               max_position_embeddings=64)
 
 
-def _capture(model, *args, **kwargs):
-    graphs = []
-
-    def backend(gm, example_inputs):
-        graphs.append((gm, example_inputs))
-        return gm
-
-    torch._dynamo.reset()
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.compile(model, backend=backend, fullgraph=True)(*args, **kwargs)
-    assert len(graphs) == 1
-    return graphs[0]
-
-
-def _values(gm, example_inputs):
-    vals = {}
-
-    class Recorder(torch.fx.Interpreter):
-        def run_node(self, n):
-            vals[n] = out = super().run_node(n)
-            return out
-
-    with torch.no_grad():
-        Recorder(gm).run(*example_inputs)
-    return vals
-
-
 def _sites_checked(gm, example_inputs):
     """Recovered sites, each evaluated against the graph's own values."""
     sites = recover_sites(gm, example_inputs)
-    vals = _values(gm, example_inputs)
+    vals = node_values(gm, example_inputs)
     for s in sites:
         assert s.spec is not None, s.reason
         out = evaluate(s.spec, vals[s.q], vals[s.k], vals[s.v],
@@ -73,7 +44,7 @@ def _run(model):
     ids = torch.randint(0, 64, (2, 8), generator=torch.Generator().manual_seed(0))
     mask = torch.ones(2, 8, dtype=torch.long)
     mask[0, :2] = 0  # left padding
-    return _capture(model, input_ids=ids, attention_mask=mask)
+    return capture(model, input_ids=ids, attention_mask=mask)
 
 
 def test_llama_is_causal_with_padding_and_kv_before_repeat():
@@ -152,9 +123,9 @@ def _alibi_model(sign: float):
 
 def test_alibi_written_out_is_recovered_and_the_wrong_sign_is_not_alibi():
     qkv = [torch.randn(1, 4, 6, 8) for _ in range(3)]
-    (site,) = _sites_checked(*_capture(_alibi_model(1.0), *qkv))
+    (site,) = _sites_checked(*capture(_alibi_model(1.0), *qkv))
     assert "alibi" in str(site.spec) and site.spec.structure.kind == "causal"
-    (wrong,) = _sites_checked(*_capture(_alibi_model(-1.0), *qkv))
+    (wrong,) = _sites_checked(*capture(_alibi_model(-1.0), *qkv))
     assert "alibi" not in str(wrong.spec) and "bias" in str(wrong.spec)
 
 
@@ -169,7 +140,7 @@ def test_sink_on_the_wrong_axis_is_not_a_per_head_sink():
         return torch.softmax(comb, dim=-1)[..., :-1] @ v
 
     qkv = [torch.randn(1, 4, 6, 8) for _ in range(3)]
-    (site,) = _sites_checked(*_capture(f, *qkv))
+    (site,) = _sites_checked(*capture(f, *qkv))
     assert site.spec.sinks is not None and site.spec.sinks != captured("c0", H)
 
 
@@ -183,7 +154,7 @@ def test_mask_after_scale_with_finite_fill_stays_in_the_score_mod():
         return torch.softmax(s, dim=-1) @ v
 
     qkv = [torch.randn(1, 2, 5, 8) for _ in range(3)]
-    (site,) = _sites_checked(*_capture(f, *qkv))
+    (site,) = _sites_checked(*capture(f, *qkv))
     assert site.spec.mask is None and site.spec.structure.kind == "full"
 
 
@@ -191,7 +162,7 @@ def test_recover_returns_root_and_spec_or_reason():
     def f(q, k, v):
         return torch.softmax(q @ k.transpose(-2, -1) * 0.125, dim=-1) @ v
 
-    gm, ex = _capture(f, *[torch.randn(1, 2, 4, 8) for _ in range(3)])
+    gm, ex = capture(f, *[torch.randn(1, 2, 4, 8) for _ in range(3)])
     ((root, spec),) = recover(gm, ex)
     assert isinstance(spec, AttentionSpec) and spec.score_mod == S and spec.scale == 0.125
     assert root.op == "call_function"
@@ -201,12 +172,12 @@ def test_explain_sites_prints_each_spec_or_the_reason():
     from pypm.rules.variants import explain_sites
 
     qkv = [torch.randn(1, 4, 6, 8) for _ in range(3)]
-    text = explain_sites(*_capture(_alibi_model(1.0), *qkv))
+    text = explain_sites(*capture(_alibi_model(1.0), *qkv))
     assert text.startswith("%") and "attention-variant: causal alibi" in text
 
     def rounded(q, k, v):  # the scores divided with rounding: not a score operation of a spec
         s = torch.div(q @ k.transpose(-2, -1), 3.0, rounding_mode="floor")
         return torch.softmax(s, dim=-1) @ v
 
-    text = explain_sites(*_capture(rounded, *qkv))
+    text = explain_sites(*capture(rounded, *qkv))
     assert "not recovered" in text or text == "", text
