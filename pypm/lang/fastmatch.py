@@ -296,14 +296,21 @@ def _rename(p: Pattern, env: dict[str, str], tag: str, count: list[int]) -> Patt
     return p  # Wild, Lit, Fail
 
 
-def all_results(matcher: Matcher, v: Any, sigma: Subst) -> list[tuple[Subst, tuple[Any, ...]]]:
-    """Every result, in order (for tests and ``pypm.match``)."""
+def _collector() -> tuple[list[tuple[Subst, tuple[Any, ...]]], Cont]:
+    """A list and a continuation that appends every result to it (and never stops)."""
     out: list[tuple[Subst, tuple[Any, ...]]] = []
 
     def collect(s: Subst, region: tuple[Any, ...]) -> bool:
         out.append((s, region))
         return False
 
+    return out, collect
+
+
+def all_results(matcher: Matcher, v: Any, sigma: Subst) -> list[tuple[Subst, tuple[Any, ...]]]:
+    """Every result of the compiled matcher alone, in order (no fallback for deep terms: what
+    the tests hold against the interpreter; see :func:`every_result`)."""
+    out, collect = _collector()
     matcher(v, sigma, collect)
     return out
 
@@ -329,12 +336,7 @@ def feed(matcher: Matcher, program: Program, call: Pattern, v: Any, sigma: Subst
 def every_result(matcher: Matcher, program: Program, call: Pattern, v: Any,
                  sigma: Subst) -> list[tuple[Subst, tuple[Any, ...]]]:
     """Every result of ``call`` on ``v``, in order (:func:`feed`: deep terms included)."""
-    out: list[tuple[Subst, tuple[Any, ...]]] = []
-
-    def collect(s: Subst, region: tuple[Any, ...]) -> bool:
-        out.append((s, region))
-        return False
-
+    out, collect = _collector()
     feed(matcher, program, call, v, sigma, collect, out.clear)
     return out
 
